@@ -1,0 +1,1 @@
+"""Consent: the notice player, DTMF detectors, the consent state machine."""

@@ -1,0 +1,1 @@
+"""The recorder application: policy, B2BUA service, RTP relay, CLI."""

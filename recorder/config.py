@@ -1,0 +1,301 @@
+"""The deployment part of `policy.toml`: SIP sides, media ports, storage, service.
+
+Built once into frozen objects; every error names the file, the line and the key
+so that an admin can fix a bad file without reading code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+Address = tuple[str, int]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """One or more problems in a policy file; `problems` holds `FILE:LINE: key: message` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class SipSide:
+    name: str  # "external" (trunk) or "internal" (PBX)
+    listen: Address
+    allow: tuple[Network, ...]
+    next_hop: Address
+    transport: str = "udp"  # transport used towards next_hop
+
+    def allows(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allow)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    address: str
+    port_first: int
+    port_last: int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    dir: Path
+    database: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    timezone: ZoneInfo
+    user_agent: str = "recorder"
+    invite_timeout: float = 32.0  # seconds before an unanswered B-leg INVITE gets the caller a 408
+    drain_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SipTimers:
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    service: ServiceConfig
+    external: SipSide
+    internal: SipSide
+    media: MediaConfig
+    storage: StorageConfig
+    timers: SipTimers = field(default_factory=SipTimers)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+_KNOWN_TOP = {"service", "sip", "media", "storage"}
+# Tables owned by the policy engine (rules, notice, retention, people): read elsewhere.
+_POLICY_TABLES = {
+    "recording",
+    "notice",
+    "consent",
+    "naming",
+    "retention",
+    "people",
+    "roles",
+    "extensions",
+    "windows",
+    "sampling",
+    "sites",
+    "agents",
+    "access",
+    "policy",
+}
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first, with line numbers."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.problems: list[str] = []
+
+    def line_of(self, dotted: str) -> int:
+        """Best-effort line of `a.b.key`: the key's line inside its table, else the table's."""
+        parts = dotted.split(".")
+        key = parts[-1]
+        table = ".".join(parts[:-1])
+        in_table = table == ""
+        table_line = 0
+        for number, line in enumerate(self.lines, start=1):
+            stripped = line.strip()
+            header = re.fullmatch(r"\[\s*([^\]]+?)\s*\]", stripped)
+            if header:
+                in_table = header.group(1).replace(" ", "") == table
+                if in_table:
+                    table_line = number
+                continue
+            if in_table and re.match(rf'"?{re.escape(key)}"?\s*=', stripped):
+                return number
+        if table_line:
+            return table_line
+        for number, line in enumerate(self.lines, start=1):
+            if re.fullmatch(rf"\[\s*{re.escape(dotted)}\s*\]", line.strip()):
+                return number
+        return 0
+
+    def error(self, dotted: str, message: str) -> None:
+        self.problems.append(f"{self.path}:{self.line_of(dotted)}: {dotted}: {message}")
+
+    def table(self, data: Mapping[str, Any], dotted: str, known: set[str]) -> Mapping[str, Any]:
+        value = data.get(dotted.split(".")[-1], {})
+        if not isinstance(value, dict):
+            self.error(dotted, "must be a table")
+            return {}
+        for key in value:
+            if key not in known:
+                self.error(f"{dotted}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+        return value
+
+    def string(self, table: Mapping[str, Any], dotted: str, default: str | None = None) -> str:
+        key = dotted.split(".")[-1]
+        value = table.get(key, default)
+        if value is None:
+            self.error(dotted, "is required")
+            return ""
+        if not isinstance(value, str):
+            self.error(dotted, f"must be a string, not {type(value).__name__}")
+            return ""
+        return value
+
+    def number(
+        self, table: Mapping[str, Any], dotted: str, default: float, minimum: float
+    ) -> float:
+        value = table.get(dotted.split(".")[-1], default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(dotted, f"must be a number, not {type(value).__name__}")
+            return default
+        if value < minimum:
+            self.error(dotted, f"must be >= {minimum}, got {value}")
+            return default
+        return float(value)
+
+    def address(self, table: Mapping[str, Any], dotted: str, default: str | None = None) -> Address:
+        text = self.string(table, dotted, default)
+        if not text:
+            return ("0.0.0.0", 0)
+        parsed = parse_address(text)
+        if parsed is None:
+            self.error(dotted, f"must be HOST:PORT, got {text!r}")
+            return ("0.0.0.0", 0)
+        return parsed
+
+
+def parse_address(text: str) -> Address | None:
+    match = re.fullmatch(r"\[?([0-9A-Za-z.:\-]+?)\]?:(\d{1,5})", text.strip())
+    if not match:
+        return None
+    port = int(match.group(2))
+    if not 0 < port < 65536:
+        return None
+    return match.group(1), port
+
+
+def _read_side(reader: _Reader, sip: Mapping[str, Any], name: str) -> SipSide:
+    dotted = f"sip.{name}"
+    table = reader.table(sip, dotted, {"listen", "allow", "next_hop", "transport"})
+    listen = reader.address(table, f"{dotted}.listen")
+    next_hop = reader.address(table, f"{dotted}.next_hop")
+    transport = reader.string(table, f"{dotted}.transport", "udp").lower()
+    if transport not in ("udp", "tcp"):
+        reader.error(f"{dotted}.transport", f"must be 'udp' or 'tcp', got {transport!r}")
+    allow_raw = table.get("allow", [])
+    networks: list[Network] = []
+    if not isinstance(allow_raw, list) or not all(isinstance(a, str) for a in allow_raw):
+        reader.error(f"{dotted}.allow", "must be a list of CIDR strings")
+    else:
+        for cidr in allow_raw:
+            try:
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                reader.error(f"{dotted}.allow", f"not a network: {cidr!r}")
+    return SipSide(name, listen, tuple(networks), next_hop, transport)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a policy file; raises ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}:0: cannot read: {exc.strerror}"]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        line = match.group(1) if match else "0"
+        raise ConfigError([f"{path}:{line}: syntax: {exc}"]) from exc
+    return config_from_mapping(data, path, text)
+
+
+def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> Config:
+    reader = _Reader(path, text)
+    for key in data:
+        if key not in _KNOWN_TOP and key not in _POLICY_TABLES:
+            reader.error(key, "unknown table")
+
+    service = reader.table(
+        data, "service", {"timezone", "user_agent", "invite_timeout", "drain_seconds"}
+    )
+    tz_name = reader.string(service, "service.timezone", "UTC")
+    try:
+        timezone = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        reader.error("service.timezone", f"unknown time zone {tz_name!r}")
+        timezone = ZoneInfo("UTC")
+    service_config = ServiceConfig(
+        timezone=timezone,
+        user_agent=reader.string(service, "service.user_agent", "recorder"),
+        invite_timeout=reader.number(service, "service.invite_timeout", 32.0, 1.0),
+        drain_seconds=reader.number(service, "service.drain_seconds", 30.0, 0.0),
+    )
+
+    sip = reader.table(data, "sip", {"external", "internal", "timers"})
+    external = _read_side(reader, sip, "external")
+    internal = _read_side(reader, sip, "internal")
+    if external.listen == internal.listen and external.listen[1]:
+        reader.error("sip.internal.listen", "must differ from sip.external.listen")
+    timers_table = reader.table(sip, "sip.timers", {"t1", "t2", "t4"})
+    timers = SipTimers(
+        t1=reader.number(timers_table, "sip.timers.t1", 0.5, 0.01),
+        t2=reader.number(timers_table, "sip.timers.t2", 4.0, 0.01),
+        t4=reader.number(timers_table, "sip.timers.t4", 5.0, 0.01),
+    )
+
+    media = reader.table(data, "media", {"address", "ports"})
+    media_address = reader.string(media, "media.address", "127.0.0.1")
+    try:
+        ipaddress.ip_address(media_address)
+    except ValueError:
+        reader.error("media.address", f"must be an IP address, got {media_address!r}")
+    ports = reader.string(media, "media.ports", "20000-29999")
+    port_match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", ports)
+    first, last = 20000, 29999
+    if not port_match:
+        reader.error("media.ports", f"must be FIRST-LAST, got {ports!r}")
+    else:
+        first, last = int(port_match.group(1)), int(port_match.group(2))
+        if not (1024 <= first < last < 65536) or last - first < 3:
+            reader.error("media.ports", f"must be a range within 1024-65535, got {ports!r}")
+    if first % 2:
+        first += 1  # RTP on even ports, RTCP on the odd one above (RFC 3550 §11)
+
+    storage = reader.table(data, "storage", {"dir", "database"})
+    storage_config = StorageConfig(
+        dir=Path(reader.string(storage, "storage.dir", "var/recordings")),
+        database=reader.string(storage, "storage.database", "sqlite:///var/recorder.db"),
+    )
+
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(
+        path=path,
+        service=service_config,
+        external=external,
+        internal=internal,
+        media=MediaConfig(media_address, first, last),
+        storage=storage_config,
+        timers=timers,
+        raw=data,
+    )

@@ -1,0 +1,76 @@
+"""Structured logs (structlog): JSON lines for journald, key=value on a TTY.
+
+Phone numbers never reach an operational log: every string value goes through
+`mask_numbers`, so that the catalog stays the only place numbers live (D2).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+# A run of 6+ digits, optionally with a leading + and separators, is treated as a number.
+_NUMBER = re.compile(r"(?<![\w.])(\+?)(\d[\d\-. ]{4,}\d)(?![\w])")
+
+
+def mask_number(number: str) -> str:
+    """'+15145550100' -> '+1514***0100'; short numbers (extensions) are kept."""
+    digits = re.sub(r"\D", "", number)
+    if len(digits) < 7:
+        return number
+    plus = "+" if number.startswith("+") else ""
+    return f"{plus}{digits[:4]}***{digits[-4:]}"
+
+
+def mask_numbers(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        return mask_number(match.group(1) + match.group(2))
+
+    return _NUMBER.sub(replace, text)
+
+
+def _mask_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = mask_numbers(value)
+    return event_dict
+
+
+def configure_logging(log_format: str = "auto", level: str = "info") -> None:
+    """`log_format`: 'json', 'console' or 'auto' (console on a TTY, JSON otherwise)."""
+    use_json = log_format == "json" or (log_format == "auto" and not sys.stdout.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    numeric_level = logging.getLevelName(level.upper())
+    if not isinstance(numeric_level, int):
+        numeric_level = logging.INFO
+    # stdlib logging (sip/ uses it) goes to the same stream in the same format.
+    logging.basicConfig(
+        level=numeric_level, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s"
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _mask_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "recorder") -> Any:
+    return structlog.get_logger(name)

@@ -60,7 +60,7 @@ class StorageConfig:
 class ServiceConfig:
     timezone: ZoneInfo
     user_agent: str = "recorder"
-    invite_timeout: float = 32.0  # seconds before an unanswered B-leg INVITE gets the caller a 408
+    ring_timeout: float = 180.0  # seconds a PBX may ring before the call is cancelled
     drain_seconds: float = 30.0
 
 
@@ -236,7 +236,7 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
             reader.error(key, "unknown table")
 
     service = reader.table(
-        data, "service", {"timezone", "user_agent", "invite_timeout", "drain_seconds"}
+        data, "service", {"timezone", "user_agent", "ring_timeout", "drain_seconds"}
     )
     tz_name = reader.string(service, "service.timezone", "UTC")
     try:
@@ -247,7 +247,7 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
     service_config = ServiceConfig(
         timezone=timezone,
         user_agent=reader.string(service, "service.user_agent", "recorder"),
-        invite_timeout=reader.number(service, "service.invite_timeout", 32.0, 1.0),
+        ring_timeout=reader.number(service, "service.ring_timeout", 180.0, 1.0),
         drain_seconds=reader.number(service, "service.drain_seconds", 30.0, 0.0),
     )
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import structlog
 
-# A run of 6+ digits, optionally with a leading + and separators, is treated as a number.
-_NUMBER = re.compile(r"(?<![\w.])(\+?)(\d[\d\-. ]{4,}\d)(?![\w])")
+# A run of 7+ digits (an optional leading +) is taken for a phone number wherever it appears;
+# fields known to hold a party (caller, callee...) are masked whatever their shape.
+_NUMBER = re.compile(r"(?<![\w.:])(\+?)(\d{7,})(?![\w])")
+PARTY_FIELDS = frozenset({"caller", "callee", "from_user", "to_user", "number", "pai"})
 
 
 def mask_number(number: str) -> str:
@@ -39,7 +41,7 @@ def _mask_processor(
 ) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
         if isinstance(value, str):
-            event_dict[key] = mask_numbers(value)
+            event_dict[key] = mask_number(value) if key in PARTY_FIELDS else mask_numbers(value)
     return event_dict
 
 

@@ -1,0 +1,262 @@
+"""Load test of the RTP relay: N calls of G.711 20 ms audio both ways, for T seconds.
+
+This process runs N `MediaSession`s on the chosen event loop; a separate
+load-generator process (this same file with --generator, plain sockets and
+epoll, no asyncio) plays both parties of every call, so that the relay's CPU
+figure is the relay's alone. Packets carry their send time (CLOCK_MONOTONIC
+is shared between processes) for a one-way latency figure.
+
+    .venv/bin/python bench/bench_relay.py --calls 500 --seconds 10 --loop uvloop
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import select
+import socket
+import struct
+import sys
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from typing import Any
+
+HOST = "127.0.0.1"
+PACKET_SIZE = 172  # 12-byte RTP header + 160 bytes of G.711 (20 ms at 8 kHz)
+INTERVAL = 0.020
+SLOTS = 20  # senders are spread over 1 ms slots, as real calls are not phase-aligned
+DRAIN_SECONDS = 0.5
+# RTP header, then the send time in the payload.
+STAMPED_HEADER = struct.Struct("!BBHIId")
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- load generator (child process) ------------------------------------------
+
+
+def run_generator() -> None:
+    """Read the relay's ports from stdin, report ours, wait for 'go', send, report results."""
+    config = json.loads(sys.stdin.readline())
+    relay_ports: list[list[int]] = config["calls"]
+    seconds: float = config["seconds"]
+
+    # Endpoint i: 2 * call for the caller (talks to leg A), 2 * call + 1 for the callee (leg B).
+    sockets: list[socket.socket] = []
+    targets: list[tuple[str, int]] = []
+    for a_port, b_port in relay_ports:
+        for port in (a_port, b_port):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((HOST, 0))
+            sock.setblocking(False)
+            sockets.append(sock)
+            targets.append((HOST, port))
+    own_ports = [sock.getsockname()[1] for sock in sockets]
+    print(json.dumps({"ports": own_ports}), flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise SystemExit("generator: expected 'go'")
+
+    by_fd = {sock.fileno(): sock for sock in sockets}
+    poller = select.epoll()
+    for fd in by_fd:
+        poller.register(fd, select.EPOLLIN)
+    buffers = [bytearray(PACKET_SIZE) for _ in sockets]
+    seqs = [0] * len(sockets)
+    slots = [list(range(slot, len(sockets), SLOTS)) for slot in range(SLOTS)]
+    sent = [0, 0]  # by direction: 0 = caller -> callee, 1 = callee -> caller
+    received = 0
+    send_errors = 0
+    latencies = array("d")
+    unpack_sent_at = STAMPED_HEADER.unpack_from
+    now = time.monotonic
+    cpu_start = _cpu_seconds()
+    start = now()
+    stop_sending = start + seconds
+    stop = stop_sending + DRAIN_SECONDS
+    tick = 0
+    slot = 0
+    next_send = start
+
+    while True:
+        current = now()
+        if current >= stop:
+            break
+        if next_send <= current < stop_sending:
+            for index in slots[slot]:
+                seq = seqs[index]
+                STAMPED_HEADER.pack_into(
+                    buffers[index], 0, 0x80, 0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF,
+                    index, current,
+                )  # fmt: skip
+                try:
+                    sockets[index].sendto(buffers[index], targets[index])
+                except BlockingIOError:
+                    send_errors += 1
+                    continue
+                seqs[index] = seq + 1
+                sent[index & 1] += 1
+            slot += 1
+            if slot == SLOTS:
+                slot = 0
+                tick += 1
+            next_send = start + tick * INTERVAL + slot * (INTERVAL / SLOTS)
+            continue
+        timeout = max(0.0, min(next_send, stop) - current)
+        for fd, _events in poller.poll(timeout):
+            try:
+                data = by_fd[fd].recv(2048)
+            except BlockingIOError:
+                continue
+            received += 1
+            latencies.append(now() - unpack_sent_at(data)[5])
+
+    result = {
+        "sent_a_to_b": sent[0],
+        "sent_b_to_a": sent[1],
+        "received": received,
+        "send_errors": send_errors,
+        "latency_p50_ms": _percentile(latencies, 0.50) * 1000,
+        "latency_p99_ms": _percentile(latencies, 0.99) * 1000,
+        "generator_cpu_s": _cpu_seconds() - cpu_start,
+    }
+    print(json.dumps(result), flush=True)
+
+
+# --- relay (this process) -------------------------------------------------------
+
+
+async def _measure_lag(samples: list[float], period: float = 0.010) -> None:
+    """How late a 10 ms timer fires: the delay every ready callback also sees."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(period)
+        samples.append(time.perf_counter() - before - period)
+
+
+async def run_relay(calls: int, seconds: float, first_port: int) -> dict[str, Any]:
+    from recorder.media.ports import PortPool
+    from recorder.media.relay import MediaSession
+
+    pool = PortPool(first_port, first_port + 4 * calls + 3)
+    sessions = [MediaSession(pool, HOST, HOST) for _ in range(calls)]
+    generator = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--generator",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert generator.stdin is not None and generator.stdout is not None
+    relay_ports = [[s.leg_a.local_rtp_port, s.leg_b.local_rtp_port] for s in sessions]
+    generator.stdin.write(json.dumps({"calls": relay_ports, "seconds": seconds}).encode() + b"\n")
+    await generator.stdin.drain()
+    party_ports = json.loads(await generator.stdout.readline())["ports"]
+    for index, session in enumerate(sessions):
+        session.leg_a.set_remote((HOST, party_ports[2 * index]))
+        session.leg_b.set_remote((HOST, party_ports[2 * index + 1]))
+
+    lag_samples: list[float] = []
+    lag_task = asyncio.create_task(_measure_lag(lag_samples))
+    cpu_start = _cpu_seconds()
+    wall_start = time.monotonic()
+    generator.stdin.write(b"go\n")
+    await generator.stdin.drain()
+    line = await generator.stdout.readline()
+    wall = time.monotonic() - wall_start
+    cpu = _cpu_seconds() - cpu_start
+    lag_task.cancel()
+    await generator.wait()
+    if not line:
+        raise SystemExit(f"generator exited with {generator.returncode} and no result")
+    result: dict[str, Any] = json.loads(line)
+
+    totals: dict[str, int] = {}
+    for session in sessions:
+        for leg in (session.leg_a, session.leg_b):
+            stats = leg.stats
+            for name in ("rtp_packets", "rtp_forwarded", "dropped_send", "dropped_wrong_source"):
+                totals[name] = totals.get(name, 0) + getattr(stats, name)
+            totals["rtp_lost"] = totals.get("rtp_lost", 0) + stats.lost
+    for session in sessions:
+        session.close()
+    assert pool.free_count == pool.capacity
+
+    sent = result["sent_a_to_b"] + result["sent_b_to_a"]
+    relayed = totals["rtp_forwarded"]
+    result.update(
+        calls=calls,
+        seconds=seconds,
+        sent=sent,
+        loss_percent=100.0 * (sent - result["received"]) / sent if sent else float("nan"),
+        relay_received=totals["rtp_packets"],
+        relay_forwarded=relayed,
+        relay_dropped_send=totals["dropped_send"],
+        relay_seq_lost=totals["rtp_lost"],
+        relay_cpu_s=cpu,
+        relay_cpu_cores=cpu / wall,
+        relay_us_per_packet=1e6 * cpu / relayed if relayed else float("nan"),
+        lag_p50_ms=_percentile(lag_samples, 0.50) * 1000,
+        lag_p99_ms=_percentile(lag_samples, 0.99) * 1000,
+        lag_max_ms=max(lag_samples, default=float("nan")) * 1000,
+    )
+    return result
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if name == "uvloop":
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    return asyncio.new_event_loop
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=100, help="concurrent calls (default 100)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="sending time (default 10)")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--first-port", type=int, default=20000, help="relay port range start")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.generator:
+        run_generator()
+        return
+    with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+        result = runner.run(run_relay(args.calls, args.seconds, args.first_port))
+    result["loop"] = args.loop
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(
+        f"loop={args.loop} calls={args.calls} seconds={args.seconds:g}\n"
+        f"  packets sent {result['sent']}  received {result['received']}  "
+        f"loss {result['loss_percent']:.3f}%\n"
+        f"  relay: received {result['relay_received']}  forwarded {result['relay_forwarded']}  "
+        f"send drops {result['relay_dropped_send']}  seq-gap losses {result['relay_seq_lost']}\n"
+        f"  relay CPU {result['relay_cpu_s']:.2f} s ({result['relay_cpu_cores']:.2f} core, "
+        f"{result['relay_us_per_packet']:.1f} us/packet)  "
+        f"generator CPU {result['generator_cpu_s']:.2f} s\n"
+        f"  event-loop lag p50 {result['lag_p50_ms']:.2f} ms  p99 {result['lag_p99_ms']:.2f} ms  "
+        f"max {result['lag_max_ms']:.2f} ms\n"
+        f"  one-way latency p50 {result['latency_p50_ms']:.3f} ms  "
+        f"p99 {result['latency_p99_ms']:.3f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,902 @@
+"""The back-to-back user agent: two dialogs per call, media anchored between them.
+
+Sans-IO like the SIP core it composes: it is fed transaction-layer events and
+`now`, and answers by calling the two sides' TransactionLayers and the media
+allocator. The asyncio service (recorder.service) moves the bytes and arms the
+one timer that `get_timer()` asks for.
+
+Vocabulary: the **A leg** faces whoever sent the INVITE, the **B leg** faces
+where we sent ours. Inbound calls arrive on the external (trunk) side and their
+B leg goes to the PBX; outbound calls the other way round.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from recorder.config import SipSide
+from recorder.logs import get_logger
+from recorder.sdp_anchor import anchor_sdp, is_sdp
+from sip.dialog import Dialog
+from sip.errors import RemoteProtocolError
+from sip.message import (
+    Headers,
+    Message,
+    Request,
+    Response,
+    generate_call_id,
+    generate_tag,
+    make_response,
+)
+from sip.transaction import (
+    RequestReceived,
+    ResponseReceived,
+    TransactionEvent,
+    TransactionTimedOut,
+)
+from sip.uri import NameAddr, SipUri
+
+Address = tuple[str, int]
+log = get_logger("recorder.b2bua")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, REFER, MESSAGE"
+SUPPORTED = "timer, replaces"
+
+# Headers of the A leg's INVITE that the B leg carries on (identity, privacy, RFC 4028 session
+# timers, call information); everything else belongs to one leg only.
+_INVITE_PASS = (
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Privacy",
+    "Session-Expires",
+    "Min-SE",
+    "Subject",
+    "Priority",
+    "Alert-Info",
+    "Call-Info",
+    "Diversion",
+    "History-Info",
+    "User-to-User",
+    "Accept",
+    "Allow-Events",
+)
+_RESPONSE_PASS = (
+    "P-Asserted-Identity",
+    "Privacy",
+    "Session-Expires",
+    "Min-SE",
+    "Retry-After",
+    "Warning",
+    "Reason",
+    "Unsupported",
+    "Accept",
+    "Call-Info",
+    "Alert-Info",
+)
+_IN_DIALOG_PASS = (
+    *_INVITE_PASS,
+    "Event",
+    "Subscription-State",
+    "Refer-To",
+    "Referred-By",
+    "Info-Package",
+    "Recv-Info",
+)
+
+# Final responses that make sense only to the leg that received them are mapped (RFC 7092 §4).
+_MAPPED_STATUS = {
+    401: 403,  # credentials of one leg mean nothing to the other
+    407: 403,
+    300: 480,
+    301: 480,
+    302: 480,
+    305: 480,
+    380: 480,
+    481: 500,  # "no such dialog" on one leg is our failure towards the other
+    491: 491,
+}
+
+
+class MediaAnchor(Protocol):
+    """One call's relay: a socket facing each leg."""
+
+    def local_port(self, role: str) -> int: ...
+    def set_remote(self, role: str, rtp: Address | None, rtcp: Address | None) -> None: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
+MediaFactory = Callable[[str], MediaAnchor]  # call id -> anchor (raises RuntimeError when full)
+
+
+class SipPort(Protocol):
+    """What the B2BUA needs of a SIP side: `sip.asyncio.SipEndpoint` in the service.
+
+    The port reads its own clock, retransmits 2xx responses to INVITE until their ACK
+    (reporting `TransactionTimedOut` with the INVITE's key when none comes), and delivers
+    the layer's events back to `B2bua.handle_event`.
+    """
+
+    def send_request(self, request: Request, destination: Address, transport: str = ...) -> str: ...
+    def send_response(self, key: str, response: Response) -> None: ...
+    def send_stateless(self, msg: Message, destination: Address, transport: str = ...) -> None: ...
+    def cancel_request(self, key: str) -> str | None: ...
+    def find_cancelled(self, cancel: Request) -> str | None: ...
+
+
+class SipSideRuntime:
+    """A configured SIP side and the port it talks through."""
+
+    def __init__(self, config: SipSide, port: SipPort, contact_host: Address) -> None:
+        self.config = config
+        self.port = port
+        self.contact_host = contact_host
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class CallState(Enum):
+    INVITING = "inviting"
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class Leg:
+    role: str  # "a" or "b"
+    side: SipSideRuntime
+    peer: Address
+    transport: str
+    local_tag: str
+    dialog: Dialog | None = None
+    invite_key: str | None = None
+    # The ACK we sent for the last 2xx received on this leg, resent when that 2xx is.
+    last_ack: Request | None = None
+    last_ack_cseq: int | None = None
+    reinvite_pending: bool = False
+
+
+@dataclass(slots=True)
+class PendingAck:
+    """A 2xx carried an offer (the INVITE had none): the ACK of the other leg brings the answer."""
+
+    to_role: str  # the leg whose 2xx we must ACK once the answer arrives
+    invite: Request
+    response: Response
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    direction: str
+    a: Leg
+    b: Leg
+    a_invite: Request
+    a_invite_key: str
+    b_invite: Request
+    created: float
+    media: MediaAnchor | None = None
+    state: CallState = CallState.INVITING
+    a_final_sent: bool = False
+    cancelled: bool = False
+    answered_at: float | None = None
+    end_reason: str = ""
+    pending_ack: PendingAck | None = None
+    ring_deadline: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def leg(self, role: str) -> Leg:
+        return self.a if role == "a" else self.b
+
+    def other(self, role: str) -> Leg:
+        return self.b if role == "a" else self.a
+
+
+@dataclass(slots=True)
+class ClientContext:
+    """What a request we sent was for, so that its responses reach the right place."""
+
+    call: Call
+    role: str  # the leg the request went out on
+    kind: str  # "invite" (B leg's initial INVITE), "relay", "bye"
+    request: Request
+    upstream_key: str | None = None  # the server transaction on the other leg
+    upstream_request: Request | None = None
+    answered: bool = False
+
+
+class B2bua:
+    def __init__(
+        self,
+        external: SipSideRuntime,
+        internal: SipSideRuntime,
+        media_factory: MediaFactory,
+        *,
+        media_address: str,
+        ring_timeout: float = 180.0,
+        user_agent: str = "recorder",
+        on_call_ended: Callable[[Call], None] | None = None,
+    ) -> None:
+        self.external = external
+        self.internal = internal
+        self.media_factory = media_factory
+        self.media_address = media_address
+        self.ring_timeout = ring_timeout
+        self.user_agent = user_agent
+        self.on_call_ended = on_call_ended
+        self.accepting = True
+        self.calls: dict[str, Call] = {}
+        self._by_a_invite: dict[tuple[str, str], Call] = {}
+        self._dialogs: dict[tuple[str, str, str, str], tuple[Call, str]] = {}
+        self._b_call_ids: dict[tuple[str, str], Call] = {}
+        self._clients: dict[tuple[str, str], ClientContext] = {}
+        self._timers: list[tuple[float, int, str]] = []
+        self._timer_seq = itertools.count()
+        self.counters = {"calls": 0, "rejected": 0, "answered": 0, "failed": 0, "bad_requests": 0}
+
+    # ------------------------------------------------------------------ entry points
+    def handle_event(self, side: SipSideRuntime, event: TransactionEvent, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            try:
+                self._on_request(side, event, now)
+            except RemoteProtocolError as exc:
+                self.counters["bad_requests"] += 1
+                log.warning("sip.bad_request", side=side.name, error=str(exc))
+                if event.key is not None and event.request.method != "ACK":
+                    self._respond(side, event.key, event.request, exc.status_hint, now)
+        elif isinstance(event, ResponseReceived):
+            self._on_response(side, event, now)
+        elif isinstance(event, TransactionTimedOut):
+            self._on_timeout(side, event, now)
+
+    def get_timer(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, call_id = heapq.heappop(self._timers)
+            call = self.calls.get(call_id)
+            if call and call.ring_deadline is not None and call.ring_deadline <= now:
+                self._ring_timeout(call, now)
+
+    def active_calls(self) -> int:
+        return len(self.calls)
+
+    def hangup_all(self, now: float) -> None:
+        """End every call: BYE on answered legs, 480/CANCEL on calls still ringing."""
+        for call in list(self.calls.values()):
+            if call.state is CallState.CONFIRMED:
+                self._hangup(call, now, reason="shutdown", send_to=("a", "b"))
+            else:
+                self._send_a_final(
+                    call, self._response(call.a_invite, 503, to_tag=call.a.local_tag), now
+                )
+                if call.b.invite_key is not None:
+                    call.b.side.port.cancel_request(call.b.invite_key)
+                self._end_call(call, "shutdown", now)
+
+    # ------------------------------------------------------------------ requests
+    def _on_request(self, side: SipSideRuntime, event: RequestReceived, now: float) -> None:
+        request = event.request
+        method = request.method
+        to_tag = request.to.tag
+        if method == "ACK":
+            self._on_ack(side, request, now)
+            return
+        assert event.key is not None
+        if method == "CANCEL":
+            self._on_cancel(side, event.key, request, now)
+            return
+        if to_tag:
+            found = self._dialogs.get((side.name, request.call_id, to_tag, request.from_.tag or ""))
+            if found is None:
+                self._respond(side, event.key, request, 481, now)
+                return
+            call, role = found
+            self._on_in_dialog(call, role, event.key, request, now)
+            return
+        if method == "INVITE":
+            self._on_new_invite(side, event, now)
+        elif method == "OPTIONS":
+            response = self._response(request, 200)
+            response.headers.set("Allow", ALLOW)
+            response.headers.set("Accept", "application/sdp")
+            response.headers.set("Supported", SUPPORTED)
+            side.port.send_response(event.key, response)
+        elif method in ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "NOTIFY", "REFER"):
+            response = self._response(request, 405)
+            response.headers.set("Allow", ALLOW)
+            side.port.send_response(event.key, response)
+        elif method == "BYE":
+            self._respond(side, event.key, request, 481, now)
+        else:
+            response = self._response(request, 501)
+            response.headers.set("Allow", ALLOW)
+            side.port.send_response(event.key, response)
+
+    def _on_new_invite(self, side: SipSideRuntime, event: RequestReceived, now: float) -> None:
+        request, key = event.request, event.key
+        assert key is not None
+        source_host = event.source[0]
+        if not side.config.allows(source_host):
+            self.counters["rejected"] += 1
+            log.warning("call.refused_source", side=side.name, source=source_host)
+            self._respond(side, key, request, 403, now)
+            return
+        if not self.accepting:
+            response = self._response(request, 503)
+            response.headers.set("Retry-After", "30")
+            side.port.send_response(key, response)
+            return
+        for name in request.headers.get_all("Require"):
+            if name.strip().lower() not in ("timer",):
+                response = self._response(request, 420)
+                response.headers.set("Unsupported", name.strip())
+                side.port.send_response(key, response)
+                return
+        max_forwards = request.max_forwards
+        if max_forwards is None:
+            max_forwards = 70
+        if max_forwards <= 0:
+            self._respond(side, key, request, 483, now)
+            return
+        other = self.internal if side is self.external else self.external
+        direction = "inbound" if side is self.external else "outbound"
+        call_id = secrets.token_hex(8)
+        try:
+            media = self.media_factory(call_id)
+        except RuntimeError:
+            log.error("media.ports_exhausted", side=side.name)
+            response = self._response(request, 503)
+            response.headers.set("Retry-After", "5")
+            side.port.send_response(key, response)
+            return
+        body = request.body
+        content_type = request.headers.get("Content-Type")
+        if is_sdp(content_type, body):
+            try:
+                body, offer = anchor_sdp(body, self.media_address, media.local_port("b"))
+            except RemoteProtocolError as exc:
+                media.close()
+                self._respond(side, key, request, 488, now, warning=str(exc))
+                return
+            media.set_remote("a", offer.rtp, offer.rtcp)
+        a_leg = Leg("a", side, event.source, event.transport, generate_tag(), invite_key=key)
+        try:
+            a_leg.dialog = Dialog.from_uas_request(request, a_leg.local_tag, self._contact(a_leg))
+        except RemoteProtocolError as exc:
+            media.close()
+            self._respond(side, key, request, exc.status_hint, now, warning=str(exc))
+            return
+        b_invite = self._build_b_invite(request, other, max_forwards - 1, body, content_type)
+        b_leg = Leg(
+            "b",
+            other,
+            other.config.next_hop,
+            other.config.transport.upper(),
+            b_invite.from_.tag or "",
+        )
+        call = Call(
+            id=call_id,
+            direction=direction,
+            a=a_leg,
+            b=b_leg,
+            a_invite=request,
+            a_invite_key=key,
+            b_invite=b_invite,
+            created=now,
+            media=media,
+        )
+        self.calls[call_id] = call
+        self._by_a_invite[(side.name, key)] = call
+        self._b_call_ids[(other.name, b_invite.call_id)] = call
+        self.counters["calls"] += 1
+        log.info(
+            "call.received",
+            call_id=call_id,
+            direction=direction,
+            side=side.name,
+            caller=request.from_.uri.user or "",
+            callee=request.uri.user or "",
+            sip_call_id=request.call_id,
+        )
+        self._respond(side, key, request, 100, now)
+        b_key = other.port.send_request(b_invite, b_leg.peer, b_leg.transport)
+        b_leg.invite_key = b_key
+        self._clients[(other.name, b_key)] = ClientContext(call, "b", "invite", b_invite)
+
+    def _build_b_invite(
+        self,
+        a_invite: Request,
+        other: SipSideRuntime,
+        max_forwards: int,
+        body: bytes,
+        content_type: str | None,
+    ) -> Request:
+        host, port = other.config.next_hop
+        a_uri = a_invite.uri
+        uri = SipUri(
+            scheme="sip",
+            user=a_uri.user,
+            password=None,
+            host=host,
+            port=port,
+            params={k: v for k, v in a_uri.params.items() if k == "user"},
+            headers={},
+        )
+        a_from = a_invite.from_
+        from_ = NameAddr(
+            display=a_from.display, uri=a_from.uri.copy(), params={"tag": generate_tag()}
+        )
+        a_to = a_invite.to
+        to = NameAddr(display=a_to.display, uri=a_to.uri.copy(), params={})
+        contact_host, contact_port = other.contact_host
+        contact_uri = SipUri(
+            scheme="sip",
+            user=a_from.uri.user or "recorder",
+            password=None,
+            host=contact_host,
+            port=contact_port,
+            params={},
+            headers={},
+        )
+        headers = Headers()
+        headers.add("Max-Forwards", str(max_forwards))
+        headers.add("From", str(from_))
+        headers.add("To", str(to))
+        headers.add("Call-ID", generate_call_id())
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", str(NameAddr(display=None, uri=contact_uri, params={})))
+        headers.add("Allow", ALLOW)
+        supported = [
+            s.strip()
+            for s in a_invite.headers.get_all("Supported")
+            if s.strip().lower() != "100rel"
+        ]
+        if supported:
+            headers.add("Supported", ", ".join(supported))
+        headers.add("User-Agent", self.user_agent)
+        _copy_headers(a_invite.headers, headers, _INVITE_PASS)
+        _copy_x_headers(a_invite.headers, headers)
+        if body:
+            headers.add("Content-Type", content_type or "application/sdp")
+        return Request(method="INVITE", uri=uri, headers=headers, body=body)
+
+    def _on_cancel(self, side: SipSideRuntime, key: str, cancel: Request, now: float) -> None:
+        invite_key = side.port.find_cancelled(cancel)
+        call = self._by_a_invite.get((side.name, invite_key)) if invite_key else None
+        if call is None or call.a_final_sent:
+            self._respond(side, key, cancel, 481 if call is None else 200, now)
+            return
+        self._respond(side, key, cancel, 200, now)
+        call.cancelled = True
+        log.info("call.cancelled", call_id=call.id, by="caller")
+        self._send_a_final(call, self._response(call.a_invite, 487, to_tag=call.a.local_tag), now)
+        if call.b.invite_key is not None:
+            call.b.side.port.cancel_request(call.b.invite_key)
+        self._end_call(call, "cancelled", now, release_only=True)
+
+    def _on_ack(self, side: SipSideRuntime, ack: Request, now: float) -> None:
+        to_tag = ack.to.tag or ""
+        found = self._dialogs.get((side.name, ack.call_id, to_tag, ack.from_.tag or ""))
+        if found is None:
+            return  # an ACK for a non-2xx is absorbed by its transaction; a stray one is dropped
+        call, role = found
+        pending = call.pending_ack
+        if pending is not None and pending.to_role != role:
+            call.pending_ack = None
+            body = ack.body
+            target = call.leg(pending.to_role)
+            if is_sdp(ack.headers.get("Content-Type"), body) and call.media is not None:
+                try:
+                    body, answer = anchor_sdp(
+                        body, self.media_address, call.media.local_port(target.role)
+                    )
+                    call.media.set_remote(role, answer.rtp, answer.rtcp)
+                except RemoteProtocolError as exc:
+                    log.warning("call.bad_sdp_in_ack", call_id=call.id, error=str(exc))
+                    body = b""
+            self._ack_leg(call, target, pending.invite, pending.response, body, now)
+
+    def _on_in_dialog(self, call: Call, role: str, key: str, request: Request, now: float) -> None:
+        leg = call.leg(role)
+        other = call.other(role)
+        assert leg.dialog is not None
+        leg.dialog.receive_request(request)
+        method = request.method
+        if method == "BYE":
+            self._respond(leg.side, key, request, 200, now)
+            log.info("call.bye", call_id=call.id, by="caller" if role == "a" else "callee")
+            self._hangup(call, now, reason=f"bye from {role}", send_to=(other.role,))
+            return
+        if other.dialog is None or call.state is CallState.ENDED:
+            self._respond(leg.side, key, request, 481 if method != "INVITE" else 491, now)
+            return
+        if method == "INVITE":
+            if other.reinvite_pending or leg.reinvite_pending:
+                self._respond(leg.side, key, request, 491, now)
+                return
+            other.reinvite_pending = True
+        body = request.body
+        content_type = request.headers.get("Content-Type")
+        if method in ("INVITE", "UPDATE") and is_sdp(content_type, body) and call.media is not None:
+            try:
+                body, offer = anchor_sdp(
+                    body, self.media_address, call.media.local_port(other.role)
+                )
+            except RemoteProtocolError as exc:
+                other.reinvite_pending = False
+                self._respond(leg.side, key, request, 488, now, warning=str(exc))
+                return
+            call.media.set_remote(role, offer.rtp, offer.rtcp)
+        extra: list[tuple[str, str]] = []
+        for name in _IN_DIALOG_PASS:
+            extra.extend((name, value) for value in request.headers.get_all(name))
+        out = other.dialog.create_request(
+            method,
+            body=body,
+            content_type=content_type if body else None,
+            extra_headers=extra,
+        )
+        out_key = other.side.port.send_request(out, other.peer, other.transport)
+        self._clients[(other.side.name, out_key)] = ClientContext(
+            call, other.role, "relay", out, upstream_key=key, upstream_request=request
+        )
+
+    # ------------------------------------------------------------------ responses
+    def _on_response(self, side: SipSideRuntime, event: ResponseReceived, now: float) -> None:
+        response = event.response
+        if event.key is None:
+            self._on_stray_response(side, response, now)
+            return
+        context = self._clients.get((side.name, event.key))
+        if context is None:
+            return
+        if response.status >= 200 and not (
+            response.status < 300 and response.cseq.method == "INVITE"
+        ):
+            # Non-INVITE finals and INVITE error finals end the transaction for us.
+            self._clients.pop((side.name, event.key), None)
+        if context.kind == "invite":
+            self._on_b_invite_response(context, event.key, response, now)
+        elif context.kind == "relay":
+            self._on_relay_response(context, event.key, response, now)
+        # "bye": nothing to relay; the call is already gone.
+
+    def _on_stray_response(self, side: SipSideRuntime, response: Response, now: float) -> None:
+        if not (200 <= response.status < 300 and response.cseq.method == "INVITE"):
+            return
+        call = self._b_call_ids.get((side.name, response.call_id))
+        if call is None:
+            # A 2xx retransmitted by the A leg's peer (we are the UAC only on B legs) or for an
+            # ended call: ACK and BYE it statelessly is what RFC 3261 §13.2.2.4 asks of a UAC.
+            return
+        leg = call.b
+        if leg.last_ack is not None and leg.last_ack_cseq == response.cseq.seq:
+            leg.side.port.send_stateless(leg.last_ack, leg.peer, leg.transport)
+
+    def _on_b_invite_response(
+        self, context: ClientContext, key: str, response: Response, now: float
+    ) -> None:
+        call = context.call
+        status = response.status
+        b = call.b
+        if status < 200:
+            if status == 100 or call.a_final_sent:
+                return
+            if response.to.tag and b.dialog is None:
+                b.dialog = Dialog.from_uac_response(call.b_invite, response)
+            if call.ring_deadline is None:
+                call.ring_deadline = now + self.ring_timeout
+                heapq.heappush(self._timers, (call.ring_deadline, next(self._timer_seq), call.id))
+            provisional = self._relay_response(call, "a", call.a_invite, response, now)
+            if provisional is None:
+                return
+            call.state = CallState.EARLY
+            call.a.side.port.send_response(call.a_invite_key, provisional)
+            self._register_a_dialog(call)
+            return
+        if 200 <= status < 300:
+            if context.answered:
+                # A retransmitted 2xx: our ACK got lost.
+                if b.last_ack is not None:
+                    b.side.port.send_stateless(b.last_ack, b.peer, b.transport)
+                return
+            context.answered = True
+            if b.dialog is None:
+                b.dialog = Dialog.from_uac_response(call.b_invite, response)
+            else:
+                b.dialog.confirm(response)
+            self._register_b_dialog(call)
+            if call.a_final_sent or call.state is CallState.ENDED:
+                # The CANCEL/200 race (RFC 3261 §9.1): the callee answered after the caller gave up.
+                self._ack_leg(call, b, call.b_invite, response, b"", now)
+                self._send_bye(call, b, now)
+                log.info("call.late_answer_released", call_id=call.id)
+                return
+            late_offer = not call.b_invite.body
+            answer = self._relay_response(call, "a", call.a_invite, response, now)
+            if answer is None:
+                self._ack_leg(call, b, call.b_invite, response, b"", now)
+                self._send_bye(call, b, now)
+                self._send_a_final(
+                    call, self._response(call.a_invite, 502, to_tag=call.a.local_tag), now
+                )
+                self._end_call(call, "bad answer", now)
+                return
+            if late_offer and answer.body:
+                call.pending_ack = PendingAck("b", call.b_invite, response)
+            else:
+                self._ack_leg(call, b, call.b_invite, response, b"", now)
+            assert call.a.dialog is not None
+            call.a.dialog.confirm()
+            self._register_a_dialog(call)
+            call.a.side.port.send_response(call.a_invite_key, answer)
+            call.a_final_sent = True
+            call.state = CallState.CONFIRMED
+            call.answered_at = now
+            call.ring_deadline = None
+            self.counters["answered"] += 1
+            log.info("call.answered", call_id=call.id, setup_ms=round((now - call.created) * 1000))
+            return
+        # Final error.
+        if call.a_final_sent:
+            return
+        mapped = self._relay_response(call, "a", call.a_invite, response, now)
+        if mapped is not None:
+            self._send_a_final(call, mapped, now)
+        self.counters["failed"] += 1
+        log.info("call.failed", call_id=call.id, status=status)
+        self._end_call(call, f"callee answered {status}", now)
+
+    def _on_relay_response(
+        self, context: ClientContext, key: str, response: Response, now: float
+    ) -> None:
+        call = context.call
+        out_leg = call.leg(context.role)
+        up_leg = call.other(context.role)
+        upstream = context.upstream_request
+        assert upstream is not None and context.upstream_key is not None
+        status = response.status
+        method = response.cseq.method
+        if method == "INVITE" and status >= 200:
+            out_leg.reinvite_pending = False
+        if status == 100:
+            return
+        if status >= 200 and out_leg.dialog is not None and method in ("INVITE", "UPDATE"):
+            out_leg.dialog.receive_response(response)
+        if method == "INVITE" and 200 <= status < 300:
+            if context.answered:
+                if out_leg.last_ack is not None:
+                    out_leg.side.port.send_stateless(
+                        out_leg.last_ack, out_leg.peer, out_leg.transport
+                    )
+                return
+            context.answered = True
+            relayed = self._relay_response(call, up_leg.role, upstream, response, now)
+            if relayed is None:
+                self._ack_leg(call, out_leg, context.request, response, b"", now)
+                self._respond(up_leg.side, context.upstream_key, upstream, 488, now)
+                return
+            if not context.request.body and relayed.body:
+                call.pending_ack = PendingAck(out_leg.role, context.request, response)
+            else:
+                self._ack_leg(call, out_leg, context.request, response, b"", now)
+            up_leg.side.port.send_response(context.upstream_key, relayed)
+            return
+        relayed = self._relay_response(call, up_leg.role, upstream, response, now)
+        if relayed is not None:
+            up_leg.side.port.send_response(context.upstream_key, relayed)
+
+    def _relay_response(
+        self, call: Call, to_role: str, request: Request, response: Response, now: float
+    ) -> Response | None:
+        """The response to send on leg `to_role`, SDP anchored; None if its SDP is unusable."""
+        leg = call.leg(to_role)
+        from_role = "b" if to_role == "a" else "a"
+        status = _MAPPED_STATUS.get(response.status, response.status)
+        reason = response.reason if status == response.status else None
+        out = self._response(request, status, reason=reason, to_tag=leg.local_tag)
+        _copy_headers(response.headers, out.headers, _RESPONSE_PASS)
+        _copy_x_headers(response.headers, out.headers)
+        if response.status < 300 or response.status == 422:
+            for name in ("Require", "Supported"):
+                values = [
+                    v.strip()
+                    for v in response.headers.get_all(name)
+                    if v.strip().lower() != "100rel"
+                ]
+                if values:
+                    out.headers.set(name, ", ".join(values))
+        if response.status < 300:
+            out.headers.set("Contact", str(self._contact(leg)))
+            out.headers.set("Allow", ALLOW)
+        content_type = response.headers.get("Content-Type")
+        if is_sdp(content_type, response.body) and call.media is not None:
+            try:
+                body, endpoint = anchor_sdp(
+                    response.body, self.media_address, call.media.local_port(to_role)
+                )
+            except RemoteProtocolError as exc:
+                log.warning("call.bad_sdp", call_id=call.id, error=str(exc))
+                return None
+            call.media.set_remote(from_role, endpoint.rtp, endpoint.rtcp)
+            out.body = body
+            out.headers.set("Content-Type", "application/sdp")
+        return out
+
+    # ------------------------------------------------------------------ timeouts
+    def _on_timeout(self, side: SipSideRuntime, event: TransactionTimedOut, now: float) -> None:
+        context = self._clients.pop((side.name, event.key), None)
+        if context is None:
+            call_waiting = self._by_a_invite.get((side.name, event.key))
+            if call_waiting is not None and call_waiting.state is CallState.CONFIRMED:
+                # Our 2xx was never ACKed (RFC 3261 §13.3.1.4): the session is over.
+                log.warning("call.ack_timeout", call_id=call_waiting.id)
+                self._hangup(call_waiting, now, reason="no ACK", send_to=("a", "b"))
+            return
+        call = context.call
+        if context.kind == "invite":
+            if not call.a_final_sent:
+                log.warning("call.callee_timeout", call_id=call.id)
+                self._send_a_final(
+                    call, self._response(call.a_invite, 408, to_tag=call.a.local_tag), now
+                )
+                self.counters["failed"] += 1
+            self._end_call(call, "callee did not answer", now)
+        elif context.kind == "relay":
+            out_leg = call.leg(context.role)
+            out_leg.reinvite_pending = False
+            if context.upstream_key is not None and context.upstream_request is not None:
+                up = call.other(context.role)
+                self._respond(up.side, context.upstream_key, context.upstream_request, 408, now)
+            if context.request.method in ("INVITE", "UPDATE") and call.state is CallState.CONFIRMED:
+                # RFC 3261 §12.2.1.2: a timed-out in-dialog request ends the dialog.
+                self._hangup(call, now, reason="request timeout", send_to=("a", "b"))
+
+    def _ring_timeout(self, call: Call, now: float) -> None:
+        if call.a_final_sent:
+            return
+        log.info("call.ring_timeout", call_id=call.id)
+        self._send_a_final(call, self._response(call.a_invite, 408, to_tag=call.a.local_tag), now)
+        if call.b.invite_key is not None:
+            call.b.side.port.cancel_request(call.b.invite_key)
+        self._end_call(call, "no answer", now, release_only=True)
+
+    # ------------------------------------------------------------------ helpers
+    def _send_a_final(self, call: Call, response: Response, now: float) -> None:
+        call.a_final_sent = True
+        call.a.side.port.send_response(call.a_invite_key, response)
+
+    def _ack_leg(
+        self, call: Call, leg: Leg, invite: Request, response: Response, body: bytes, now: float
+    ) -> None:
+        dialog = leg.dialog
+        if dialog is None:
+            dialog = Dialog.from_uac_response(invite, response)
+        ack = dialog.create_ack(invite, response)
+        if body:
+            ack.body = body
+            ack.headers.set("Content-Type", "application/sdp")
+        leg.last_ack = ack
+        leg.last_ack_cseq = invite.cseq.seq
+        leg.side.port.send_stateless(ack, leg.peer, leg.transport)
+
+    def _send_bye(self, call: Call, leg: Leg, now: float) -> None:
+        if leg.dialog is None:
+            return
+        bye = leg.dialog.create_request("BYE")
+        key = leg.side.port.send_request(bye, leg.peer, leg.transport)
+        self._clients[(leg.side.name, key)] = ClientContext(call, leg.role, "bye", bye)
+
+    def _hangup(self, call: Call, now: float, *, reason: str, send_to: Iterable[str]) -> None:
+        for role in send_to:
+            leg = call.leg(role)
+            if role == "a" and not call.a_final_sent:
+                self._send_a_final(
+                    call, self._response(call.a_invite, 480, to_tag=call.a.local_tag), now
+                )
+            else:
+                self._send_bye(call, leg, now)
+        self._end_call(call, reason, now)
+
+    def _end_call(self, call: Call, reason: str, now: float, *, release_only: bool = False) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        call.end_reason = reason
+        stats: dict[str, Any] = {}
+        if call.media is not None:
+            stats = call.media.stats()
+            call.media.close()
+            call.media = None
+        self.calls.pop(call.id, None)
+        self._by_a_invite.pop((call.a.side.name, call.a_invite_key), None)
+        # Dialog entries stay until the legs' BYE/ACK traffic is over: dropped lazily below.
+        for leg in (call.a, call.b):
+            if leg.dialog is not None:
+                leg.dialog.terminate()
+                self._dialogs.pop(self._dialog_key(leg), None)
+        self._b_call_ids.pop((call.b.side.name, call.b_invite.call_id), None)
+        duration = round(now - call.answered_at, 3) if call.answered_at is not None else 0.0
+        log.info(
+            "call.ended",
+            call_id=call.id,
+            reason=reason,
+            answered=call.answered_at is not None,
+            duration=duration,
+            media=stats,
+        )
+        if self.on_call_ended is not None:
+            self.on_call_ended(call)
+
+    def _dialog_key(self, leg: Leg) -> tuple[str, str, str, str]:
+        assert leg.dialog is not None
+        call_id, local_tag, remote_tag = leg.dialog.id
+        return (leg.side.name, call_id, local_tag, remote_tag)
+
+    def _register_a_dialog(self, call: Call) -> None:
+        a_invite = call.a_invite
+        key = (call.a.side.name, a_invite.call_id, call.a.local_tag, a_invite.from_.tag or "")
+        self._dialogs[key] = (call, "a")
+
+    def _register_b_dialog(self, call: Call) -> None:
+        if call.b.dialog is not None:
+            self._dialogs[self._dialog_key(call.b)] = (call, "b")
+
+    def _contact(self, leg: Leg) -> NameAddr:
+        host, port = leg.side.contact_host
+        uri = SipUri(
+            scheme="sip",
+            user="recorder",
+            password=None,
+            host=host,
+            port=port,
+            params={},
+            headers={},
+        )
+        return NameAddr(display=None, uri=uri, params={})
+
+    def _response(
+        self, request: Request, status: int, *, reason: str | None = None, to_tag: str | None = None
+    ) -> Response:
+        response = make_response(request, status, reason, to_tag=to_tag)
+        response.headers.set("Server", self.user_agent)
+        return response
+
+    def _respond(
+        self,
+        side: SipSideRuntime,
+        key: str,
+        request: Request,
+        status: int,
+        now: float,
+        *,
+        warning: str | None = None,
+    ) -> None:
+        to_tag = None if status == 100 else generate_tag()
+        response = self._response(request, status, to_tag=to_tag)
+        if warning:
+            response.headers.set("Warning", f'399 recorder "{warning[:100]}"')
+        side.port.send_response(key, response)
+
+
+def _copy_headers(source: Headers, target: Headers, names: Iterable[str]) -> None:
+    for name in names:
+        for value in source.get_all(name):
+            target.add(name, value)
+
+
+def _copy_x_headers(source: Headers, target: Headers) -> None:
+    for name, value in source:
+        if name[:2].lower() == "x-":
+            target.add(name, value)

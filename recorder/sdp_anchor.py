@@ -1,0 +1,77 @@
+"""SDP rewriting for the media anchor: every media line points at our relay.
+
+The B2BUA never lets the two parties see each other's addresses: the offer or
+answer that crosses it gets our media address and the port of the relay socket
+that faces the receiving party, and the sender's own address is handed to the
+relay as that leg's remote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sip.errors import RemoteProtocolError
+from sip.sdp import SessionDescription
+
+Address = tuple[str, int]
+
+_HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
+
+
+@dataclass(frozen=True, slots=True)
+class AudioEndpoint:
+    """Where a party wants to receive audio, as its SDP says."""
+
+    rtp: Address | None  # None: no audio line, a rejected one, or old-style hold (c=0.0.0.0)
+    rtcp: Address | None
+    payload_types: tuple[str, ...]
+    telephone_event_pt: int | None
+
+
+def is_sdp(content_type: str | None, body: bytes) -> bool:
+    if not body:
+        return False
+    return content_type is None or content_type.split(";")[0].strip().lower() == "application/sdp"
+
+
+def anchor_sdp(body: bytes, address: str, port: int) -> tuple[bytes, AudioEndpoint]:
+    """Rewrite the first audio line to (address, port); return the new body and what it said.
+
+    Raises RemoteProtocolError (488-worthy) on SDP that cannot be read.
+    """
+    sdp = SessionDescription.parse(body)
+    audio = next((m for m in sdp.media if m.media_type == "audio"), None)
+    if audio is None:
+        raise RemoteProtocolError("SDP offers no audio stream", status_hint=488)
+    original_address = audio.connection_address
+    original_port = audio.port
+    rtp: Address | None = None
+    rtcp: Address | None = None
+    if original_port != 0 and original_address and original_address not in _HOLD_ADDRESSES:
+        rtp = (original_address, original_port)
+        rtcp_attr = audio.rtcp
+        if rtcp_attr is not None:
+            rtcp = (rtcp_attr[1] or original_address, rtcp_attr[0])
+        else:
+            rtcp = (original_address, original_port + 1)
+    endpoint = AudioEndpoint(
+        rtp=rtp,
+        rtcp=rtcp,
+        payload_types=tuple(audio.formats),
+        telephone_event_pt=int(te) if (te := audio.telephone_event_pt) is not None else None,
+    )
+    if original_port != 0:
+        # An old-style hold keeps its 0.0.0.0 so that the other party still sees a hold.
+        if original_address not in _HOLD_ADDRESSES:
+            audio.connection_address = address
+        audio.port = port
+        # Our RTCP socket is always RTP+1 (RFC 3550), so no a=rtcp is needed.
+        audio.remove_rtcp()
+    for other in sdp.media:
+        if other is not audio and other.port != 0:
+            # We anchor audio only: other streams are declined rather than leaked around us.
+            other.disable()
+    if sdp.connection_address and sdp.connection_address not in _HOLD_ADDRESSES:
+        sdp.connection_address = address
+    sdp.origin.address = address
+    return sdp.serialize(), endpoint

@@ -1,0 +1,191 @@
+"""`recorder serve`: the asyncio service that wires the SIP sides, the B2BUA and the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from recorder.b2bua import B2bua, SipSideRuntime
+from recorder.config import Config, ConfigError, SipSide, load_config
+from recorder.logs import get_logger
+from recorder.media.ports import PortPool
+from recorder.media.relay import MediaSession
+from sip.asyncio.endpoint import SipEndpoint
+from sip.transaction import TimerConfig, TransactionEvent
+
+Address = tuple[str, int]
+log = get_logger("recorder.service")
+
+
+class RelayAnchor:
+    """A MediaSession seen through the B2BUA's `MediaAnchor` protocol."""
+
+    def __init__(self, session: MediaSession) -> None:
+        self.session = session
+
+    def local_port(self, role: str) -> int:
+        leg = self.session.leg_a if role == "a" else self.session.leg_b
+        return leg.local_rtp_port
+
+    def set_remote(self, role: str, rtp: Address | None, rtcp: Address | None) -> None:
+        leg = self.session.leg_a if role == "a" else self.session.leg_b
+        leg.set_remote(rtp, rtcp)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.session.stats())
+
+
+def _advertised(side: SipSide, fallback: str) -> Address:
+    host, port = side.listen
+    if host in ("0.0.0.0", "::", ""):
+        host = fallback
+    return host, port
+
+
+class Service:
+    """One running recorder: two SIP endpoints, the B2BUA, the media port pool."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pool = PortPool(config.media.port_first, config.media.port_last)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        self.endpoints: dict[str, SipEndpoint] = {}
+        self.b2bua: B2bua | None = None
+        self.stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        config = self.config
+        timers = TimerConfig(t1=config.timers.t1, t2=config.timers.t2, t4=config.timers.t4)
+        runtimes: dict[str, SipSideRuntime] = {}
+
+        def handler_for(name: str) -> Callable[[SipEndpoint, TransactionEvent], None]:
+            def on_event(_endpoint: SipEndpoint, event: TransactionEvent) -> None:
+                assert self.b2bua is not None
+                self.b2bua.handle_event(runtimes[name], event, loop.time())
+                self._rearm()
+
+            return on_event
+
+        for side in (config.external, config.internal):
+            advertised = _advertised(side, config.media.address)
+            endpoint = SipEndpoint(handler_for(side.name), timers, sent_by=advertised)
+            await endpoint.start(*side.listen)
+            self.endpoints[side.name] = endpoint
+            runtimes[side.name] = SipSideRuntime(side, endpoint, advertised)
+
+        def media_factory(_call_id: str) -> RelayAnchor:
+            address = config.media.address
+            return RelayAnchor(MediaSession(self.pool, address, address, loop=loop))
+
+        self.b2bua = B2bua(
+            runtimes["external"],
+            runtimes["internal"],
+            media_factory,
+            media_address=config.media.address,
+            ring_timeout=config.service.ring_timeout,
+            user_agent=config.service.user_agent,
+        )
+        log.info(
+            "service.started",
+            external=f"{config.external.listen[0]}:{config.external.listen[1]}",
+            internal=f"{config.internal.listen[0]}:{config.internal.listen[1]}",
+            media_ports=f"{config.media.port_first}-{config.media.port_last}",
+        )
+
+    def _rearm(self) -> None:
+        assert self._loop is not None and self.b2bua is not None
+        when = self.b2bua.get_timer()
+        if when == self._timer_when and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_when = when
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None and self.b2bua is not None
+        self._timer = None
+        now = max(self._loop.time(), self._timer_when or 0.0)
+        self._timer_when = None
+        self.b2bua.handle_timer(now)
+        self._rearm()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the policy; allow lists and next hops change for new calls."""
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("service.reload_failed", problems=exc.problems)
+            return
+        assert self.b2bua is not None
+        for runtime, side in (
+            (self.b2bua.external, new.external),
+            (self.b2bua.internal, new.internal),
+        ):
+            if side.listen != runtime.config.listen:
+                log.warning("service.reload_listen_ignored", side=side.name)
+            runtime.config = side
+        self.b2bua.ring_timeout = new.service.ring_timeout
+        self.config = new
+        log.info("service.reloaded")
+
+    async def drain(self) -> None:
+        """Stop taking calls, let calls in progress finish, then end them."""
+        assert self._loop is not None and self.b2bua is not None
+        self.b2bua.accepting = False
+        deadline = self._loop.time() + self.config.service.drain_seconds
+        log.info("service.draining", active_calls=self.b2bua.active_calls())
+        while self.b2bua.active_calls() and self._loop.time() < deadline:
+            await asyncio.sleep(0.2)
+        if self.b2bua.active_calls():
+            self.b2bua.hangup_all(self._loop.time())
+            self._rearm()
+            # Let the BYEs leave before the sockets close.
+            await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for endpoint in self.endpoints.values():
+            endpoint.close()
+        for endpoint in self.endpoints.values():
+            await endpoint.wait_closed()
+        log.info("service.stopped", ports_in_use=self.pool.allocated_count)
+
+
+async def serve(config: Config) -> int:
+    service = Service(config)
+    await service.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    try:
+        await stop.wait()
+        log.info("service.stopping")
+        await service.drain()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        await service.close()
+    return 0
+
+
+def run_service(config: Config) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(config))
+    return int(uvloop.run(serve(config)))

@@ -1,0 +1,93 @@
+"""The deployment part of policy.toml: valid files load, bad ones name file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recorder.cli import main
+from recorder.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+[service]
+timezone = "America/Montreal"
+
+[sip.external]
+listen = "127.0.0.1:5060"
+allow = ["203.0.113.0/24"]
+next_hop = "203.0.113.10:5060"
+
+[sip.internal]
+listen = "127.0.0.1:5062"
+allow = ["127.0.0.1/32"]
+next_hop = "127.0.0.1:5070"
+
+[media]
+address = "127.0.0.1"
+ports = "20001-29999"
+
+[storage]
+dir = "var/recordings"
+database = "sqlite:///var/recorder.db"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_policy_loads() -> None:
+    config = load_config(ROOT / "policy.toml")
+    assert config.internal.next_hop == ("127.0.0.1", 5070)
+    assert config.service.timezone.key == "America/Montreal"
+
+
+def test_good_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert config.external.allows("203.0.113.99")
+    assert not config.external.allows("198.51.100.1")
+    assert not config.external.allows("not-an-ip")
+    assert config.media.port_first == 20002  # RTP ports are even
+    assert config.media.port_last == 29999
+
+
+def test_errors_name_line_and_key(tmp_path: Path) -> None:
+    bad = GOOD.replace('ports = "20001-29999"', 'ports = "abc"').replace(
+        'allow = ["127.0.0.1/32"]', 'allow = ["127.0.0.300/32"]\ncolour = "blue"'
+    )
+    path = write(tmp_path, bad)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = caught.value.problems
+    lines = bad.splitlines()
+    by_key = {p.split(": ")[1]: p for p in problems}
+    assert set(by_key) == {"media.ports", "sip.internal.allow", "sip.internal.colour"}
+    for key, problem in by_key.items():
+        file_part, line_part = problem.split(": ")[0].rsplit(":", 1)
+        assert file_part == str(path)
+        assert key.split(".")[-1] in lines[int(line_part) - 1]
+
+
+def test_syntax_error_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "\n[media\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems[0].startswith(f"{path}:")
+    assert "syntax" in caught.value.problems[0]
+
+
+def test_unknown_timezone(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="service.timezone"):
+        load_config(write(tmp_path, GOOD.replace("America/Montreal", "Mars/Olympus")))
+
+
+def test_policy_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "check", str(write(tmp_path, GOOD))]) == 0
+    assert "inbound calls go to the PBX at 127.0.0.1:5070" in capsys.readouterr().out
+    assert main(["policy", "check", str(write(tmp_path, GOOD.replace("5070", "99999")))]) == 2
+    assert "sip.internal.next_hop" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import select
 import socket
@@ -43,6 +44,11 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _preemptions() -> int:
+    """Involuntary context switches: high means the figures are skewed by other load."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
 
 # --- load generator (child process) ------------------------------------------
@@ -143,7 +149,8 @@ async def _measure_lag(samples: list[float], period: float = 0.010) -> None:
     while True:
         before = time.perf_counter()
         await asyncio.sleep(period)
-        samples.append(time.perf_counter() - before - period)
+        # uvloop's timers run on a millisecond clock and can fire a hair early.
+        samples.append(max(0.0, time.perf_counter() - before - period))
 
 
 async def run_relay(calls: int, seconds: float, first_port: int) -> dict[str, Any]:
@@ -171,12 +178,14 @@ async def run_relay(calls: int, seconds: float, first_port: int) -> dict[str, An
     lag_samples: list[float] = []
     lag_task = asyncio.create_task(_measure_lag(lag_samples))
     cpu_start = _cpu_seconds()
+    preemptions_start = _preemptions()
     wall_start = time.monotonic()
     generator.stdin.write(b"go\n")
     await generator.stdin.drain()
     line = await generator.stdout.readline()
     wall = time.monotonic() - wall_start
     cpu = _cpu_seconds() - cpu_start
+    preemptions = _preemptions() - preemptions_start
     lag_task.cancel()
     await generator.wait()
     if not line:
@@ -206,6 +215,8 @@ async def run_relay(calls: int, seconds: float, first_port: int) -> dict[str, An
         relay_dropped_send=totals["dropped_send"],
         relay_seq_lost=totals["rtp_lost"],
         relay_cpu_s=cpu,
+        relay_preemptions=preemptions,
+        load_average=os.getloadavg()[0],
         relay_cpu_cores=cpu / wall,
         relay_us_per_packet=1e6 * cpu / relayed if relayed else float("nan"),
         lag_p50_ms=_percentile(lag_samples, 0.50) * 1000,
@@ -251,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"  relay CPU {result['relay_cpu_s']:.2f} s ({result['relay_cpu_cores']:.2f} core, "
         f"{result['relay_us_per_packet']:.1f} us/packet)  "
         f"generator CPU {result['generator_cpu_s']:.2f} s\n"
+        f"  relay preempted {result['relay_preemptions']} times, "
+        f"load average {result['load_average']:.2f}\n"
         f"  event-loop lag p50 {result['lag_p50_ms']:.2f} ms  p99 {result['lag_p99_ms']:.2f} ms  "
         f"max {result['lag_max_ms']:.2f} ms\n"
         f"  one-way latency p50 {result['latency_p50_ms']:.3f} ms  "

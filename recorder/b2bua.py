@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from recorder.config import SipSide
 from recorder.logs import get_logger
 from recorder.sdp_anchor import anchor_sdp, is_sdp
-from sip.dialog import Dialog
+from sip.dialog import Dialog, DialogState
 from sip.errors import RemoteProtocolError
 from sip.message import (
     Headers,
@@ -612,17 +612,21 @@ class B2bua:
                     b.side.port.send_stateless(b.last_ack, b.peer, b.transport)
                 return
             context.answered = True
-            if b.dialog is None:
+            if (
+                b.dialog is None
+                or b.dialog.state is DialogState.TERMINATED
+                or b.dialog.remote_tag != (response.to.tag or "")
+            ):
                 b.dialog = Dialog.from_uac_response(call.b_invite, response)
             else:
                 b.dialog.confirm(response)
-            self._register_b_dialog(call)
             if call.a_final_sent or call.state is CallState.ENDED:
                 # The CANCEL/200 race (RFC 3261 §9.1): the callee answered after the caller gave up.
                 self._ack_leg(call, b, call.b_invite, response, b"", now)
                 self._send_bye(call, b, now)
                 log.info("call.late_answer_released", call_id=call.id)
                 return
+            self._register_b_dialog(call)
             late_offer = not call.b_invite.body
             answer = self._relay_response(call, "a", call.a_invite, response, now)
             if answer is None:
@@ -718,6 +722,10 @@ class B2bua:
                 if values:
                     out.headers.set(name, ", ".join(values))
         if response.status < 300:
+            if request.method == "INVITE" and request.to.tag is None:
+                # Proxies in front of us stay on the path of the A-leg dialog (§12.1.1).
+                for route in request.headers.get_all("Record-Route"):
+                    out.headers.add("Record-Route", route)
             out.headers.set("Contact", str(self._contact(leg)))
             out.headers.set("Allow", ALLOW)
         content_type = response.headers.get("Content-Type")

@@ -1,1 +1,4 @@
-"""SIP as a sans-IO library: messages, SDP, transactions, dialogs; asyncio adapters in sip.asyncio."""
+"""SIP as a sans-IO library: messages, SDP, transactions, dialogs.
+
+The asyncio adapters live in sip.asyncio.
+"""

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 
 from sip.errors import LocalProtocolError, RemoteProtocolError
-from sip.message import Headers, Request, Response
+from sip.message import Headers, Request, Response, make_response
 from sip.uri import NameAddr, SipUri
 
 __all__ = [
@@ -321,6 +321,40 @@ class Dialog:
             for value in invite.headers.get_all(name)
         ]
         return self._build("ACK", invite.cseq.seq, body, content_type, credentials)
+
+    def create_response(
+        self,
+        request: Request,
+        status: int,
+        reason: str | None = None,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        """A response to ``request`` received in (or creating) this dialog.
+
+        ``make_response`` plus what section 12 adds: our tag in To; for
+        101-299, the request's Record-Route copied in order (12.1.1; the UAC
+        builds its route set from it) and our Contact when the method is a
+        target refresh. Does not change the dialog: call :meth:`confirm` when
+        sending the 2xx that establishes it."""
+        if request.call_id != self.call_id or _tag_of(request.from_) != self.remote_tag:
+            raise LocalProtocolError("request does not belong to this dialog")
+        to_tag = _tag_of(request.to)
+        if to_tag and to_tag != self.local_tag:
+            raise LocalProtocolError("request does not belong to this dialog")
+        if body and content_type is None:
+            raise LocalProtocolError("a body needs a Content-Type")
+        response = make_response(request, status, reason, to_tag=self.local_tag)
+        if 101 <= status < 300:
+            for record_route in request.headers.get_all("Record-Route"):
+                response.headers.add("Record-Route", record_route)
+            if request.method in TARGET_REFRESH_METHODS:
+                response.headers.add("Contact", str(self.local_contact))
+        if content_type is not None:
+            response.headers.add("Content-Type", content_type)
+        response.body = body
+        return response
 
     def _next_local_seq(self) -> int:
         if self.local_seq is None:

@@ -608,11 +608,6 @@ class StreamParser:
     def broken(self) -> bool:
         return self._error is not None
 
-    def _fail(self, msg: str, status: int = 400) -> RemoteProtocolError:
-        self._error = RemoteProtocolError(msg, status)
-        self._buf.clear()
-        return RemoteProtocolError(msg, status)
-
     def feed(self, data: bytes) -> list[Message]:
         if self._error is not None:
             raise RemoteProtocolError(str(self._error), self._error.status_hint)
@@ -623,38 +618,49 @@ class StreamParser:
             raise pending
         out: list[Message] = []
         pos = 0
-        try:
-            while True:
-                pos = _skip_crlf(buf, pos)
-                end = buf.find(b"\r\n\r\n", pos)
-                if end < 0:
-                    if len(buf) - pos > self.max_size:
-                        raise self._fail("message header larger than the limit", 413)
-                    break
-                lengths = _CL_FRAME_RE.findall(buf, pos, end)
-                if len(lengths) != 1:
-                    raise self._fail("stream message without exactly one Content-Length")
-                raw_length = lengths[0].strip(b" \t")
-                if not raw_length.isdigit() or len(raw_length) > 10:
-                    raise self._fail("malformed Content-Length on a stream")
-                total = end + 4 + int(raw_length) - pos
-                if total > self.max_size:
-                    raise self._fail(f"message larger than {self.max_size} bytes", 413)
-                if len(buf) - pos < total:
-                    break
-                chunk = bytes(buf[pos : pos + total])
-                pos += total
-                try:
-                    out.append(parse_message(chunk))
-                except RemoteProtocolError as exc:
-                    if not out:
-                        raise
-                    self._pending = exc
-                    break
-        finally:
+        error: RemoteProtocolError | None = None
+        while True:
+            pos = _skip_crlf(buf, pos)
+            end = buf.find(b"\r\n\r\n", pos)
+            if end < 0:
+                if len(buf) - pos > self.max_size:
+                    error = self._broken("message header larger than the limit", 413)
+                break
+            lengths = _CL_FRAME_RE.findall(buf, pos, end)
+            if len(lengths) != 1:
+                error = self._broken("stream message without exactly one Content-Length")
+                break
+            raw_length = lengths[0].strip(b" \t")
+            if not raw_length.isdigit() or len(raw_length) > 10:
+                error = self._broken("malformed Content-Length on a stream")
+                break
+            total = end + 4 + int(raw_length) - pos
+            if total > self.max_size:
+                error = self._broken(f"message larger than {self.max_size} bytes", 413)
+                break
+            if len(buf) - pos < total:
+                break
+            chunk = bytes(buf[pos : pos + total])
+            pos += total
+            try:
+                out.append(parse_message(chunk))
+            except RemoteProtocolError as exc:
+                error = exc
+                break
+        if self._error is not None:
+            buf.clear()
+        else:
+            del buf[:pos]
+        if error is not None:
+            if not out:
+                raise error
             if self._error is None:
-                del buf[:pos]
+                self._pending = error
         return out
+
+    def _broken(self, msg: str, status: int = 400) -> RemoteProtocolError:
+        self._error = RemoteProtocolError(msg, status)
+        return RemoteProtocolError(msg, status)
 
 
 # --- building -------------------------------------------------------------------------------

@@ -666,7 +666,7 @@ class TransactionLayer:
         elif action is _A.RETRANSMIT_REQUEST:
             self._send(txn, txn.request_bytes)
             if txn.kind is _Kind.INVITE_CLIENT:
-                txn.retransmit_interval = min(2 * txn.retransmit_interval, cfg.t2)
+                txn.retransmit_interval *= 2
                 timer = _T.A
             else:
                 timer = _T.E

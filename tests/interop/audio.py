@@ -162,7 +162,8 @@ def peak_xcorr(
         return Correlation(0.0, 0.0, 0.0)
     score = np.where(valid, num / np.where(valid, denom, 1.0), -np.inf)
     best = int(np.argmax(score))
-    return Correlation(float(np.clip(score[best], -1.0, 1.0)), float(k[best]) / rate, float(overlap[best]) / rate)
+    peak = float(np.clip(score[best], -1.0, 1.0))
+    return Correlation(peak, float(k[best]) / rate, float(overlap[best]) / rate)
 
 
 def _as_signal(x: FloatArray | Path, rate: int) -> FloatArray:

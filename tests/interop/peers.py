@@ -663,7 +663,10 @@ class Baresip:
         where: Callable[[dict[str, Any]], bool] | None = None,
         after: int = 0,
     ) -> dict[str, Any]:
-        """First event of ``type_`` (index >= ``after``) matching ``where``; PeerError on timeout."""
+        """First event of ``type_`` (index >= ``after``) matching ``where``.
+
+        Raises PeerError on timeout or if baresip exits first.
+        """
         def find() -> dict[str, Any] | None:
             for e in self._events[after:]:
                 if e.get("type") == type_ and (where is None or where(e)):

@@ -202,6 +202,7 @@ class RecordRouteProxy:
         self.uri = f"sip:127.0.0.1:{self.port};lr"
         self.requests: list[tuple[str, list[str]]] = []  # (start line, Route values)
         self.missing_route: list[str] = []
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -226,9 +227,12 @@ class RecordRouteProxy:
                 continue
             head, _, body = data.decode("latin-1").partition("\r\n\r\n")
             lines = head.split("\r\n")
-            dest = self._response(lines) if lines[0].startswith("SIP/") else self._request(lines)
-            if dest is not None:
+            try:
+                is_response = lines[0].startswith("SIP/")
+                dest = self._response(lines) if is_response else self._request(lines)
                 self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode("latin-1"), dest)
+            except (ValueError, IndexError, StopIteration, OSError) as exc:
+                self.errors.append(f"{lines[0]}: {exc!r}")
 
     def _response(self, lines: list[str]) -> tuple[str, int]:
         # sipp's [last_Via:] may fold several Vias into one comma-separated line.
@@ -239,13 +243,13 @@ class RecordRouteProxy:
         lines[first:first] = [f"Via: {v}" for v in vias[1:]]
         return _hostport(vias[1].split()[1])
 
-    def _request(self, lines: list[str]) -> tuple[str, int] | None:
+    def _request(self, lines: list[str]) -> tuple[str, int]:
         method, uri, _ = lines[0].split(" ")
         routes: list[str] = []
         for i in [i for i, h in enumerate(lines) if h.lower().startswith("route:")]:
             routes += [r.strip() for r in lines[i].split(":", 1)[1].split(",")]
         lines[:] = [h for h in lines if not h.lower().startswith("route:")]
-        self.requests.append((lines[0], routes))
+        self.requests.append((lines[0], list(routes)))
         to = next(h for h in lines if h.lower().startswith(("to:", "t:")))
         ours = bool(routes) and f"127.0.0.1:{self.port}" in routes[0]
         if ours:
@@ -258,9 +262,9 @@ class RecordRouteProxy:
         elif f"127.0.0.1:{self.port}" in uri:
             dest = self.next_hop  # addressed to us: the far side's stand-in
         else:
-            dest = _hostport(uri.split("@")[-1].split(":", 1)[-1] if "@" in uri else uri[4:])
+            dest = _hostport(uri.split("@")[-1] if "@" in uri else uri[4:])
         if method == "INVITE" and ";tag=" not in to:
-            lines.insert(1, f"Record-Route: <{self.uri}>")
+            lines.append(f"Record-Route: <{self.uri}>")
         top_via = next(h for h in lines if h.lower().startswith("via:"))
         branch = hashlib.sha1(top_via.encode()).hexdigest()[:16]
         lines.insert(1, f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{branch}")
@@ -300,6 +304,7 @@ def test_dialog_stays_on_record_routing_proxy(
     uac = peers.run_sipp_uac(uac_scenario, proxy.target, log_dir=interop_dir, pcap=prompt_pcap,
                              call_length_s=0.5, timeout=10)
     uas = pbx.wait(5)
+    assert proxy.errors == []
     uac.assert_ok()
     uas.assert_ok()
     assert proxy.missing_route == []

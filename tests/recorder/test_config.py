@@ -82,7 +82,7 @@ def test_syntax_error_names_line(tmp_path: Path) -> None:
 
 
 def test_unknown_timezone(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="service.timezone"):
+    with pytest.raises(ConfigError, match=r"service\.timezone"):
         load_config(write(tmp_path, GOOD.replace("America/Montreal", "Mars/Olympus")))
 
 

@@ -654,3 +654,78 @@ def test_bye_from_one_side_matches_the_other_side() -> None:
     assert uas.remote_seq == 314160
     assert state_of(uas) is DialogState.TERMINATED
     assert bob.match(bye) is None
+
+
+# ---------------------------------------------------------------- responses (UAS side)
+
+
+def test_uas_responses_carry_tag_record_route_and_contact() -> None:
+    invite = invite_received_by_bob()
+    dialog = uas_dialog()
+    ringing = dialog.create_response(invite, 180)
+    assert ringing.to.tag == BOB_TAG
+    # 12.1.1: Record-Route copied in the request's order.
+    assert ringing.headers.get_all("Record-Route") == [
+        "<sip:p2.biloxi.example.com;lr>",
+        "<sip:p1.atlanta.example.com;lr>",
+    ]
+    assert [str(c.uri) for c in ringing.contact] == ["sip:bob@192.0.2.4"]
+    ok = dialog.create_response(invite, 200, body=SDP, content_type="application/sdp")
+    assert (ok.status, ok.reason) == (200, "OK")
+    assert ok.body == SDP
+    assert ok.headers.get("Content-Type") == "application/sdp"
+    assert len(ok.via) == 3
+    busy = dialog.create_response(invite, 486)
+    assert busy.to.tag == BOB_TAG
+    assert "Record-Route" not in busy.headers
+    assert "Contact" not in busy.headers
+    # Not a target refresh request: no Contact.
+    info_ok = dialog.create_response(in_dialog_request_to_bob("INFO", 314160), 200)
+    assert "Contact" not in info_ok.headers
+    with pytest.raises(LocalProtocolError):
+        dialog.create_response(invite, 200, body=SDP)
+    stranger = in_dialog_request_to_bob("INFO", 314160)
+    stranger.headers.set("To", "<sip:bob@biloxi.example.com>;tag=someoneelse")
+    with pytest.raises(LocalProtocolError):
+        dialog.create_response(stranger, 200)
+
+
+def test_uac_dialog_from_the_uas_real_2xx_mirrors_it() -> None:
+    """Bob answers with create_response; the proxies strip their Vias; Alice
+    builds her dialog from that 2xx. Each side's requests reach the other."""
+    uas = uas_dialog()
+    ok = uas.create_response(
+        invite_received_by_bob(), 200, body=SDP, content_type="application/sdp"
+    )
+    uas.confirm(ok)
+    vias = ok.headers.get_all("Via")
+    ok.headers.remove("Via")
+    ok.headers.add("Via", vias[-1])
+    wire = parse_message(ok.serialize())
+    assert isinstance(wire, Response)
+
+    uac = Dialog.from_uac_response(invite_sent_by_alice(), wire)
+    assert uac.id == (uas.id[0], uas.id[2], uas.id[1])
+    assert [str(r) for r in uac.route_set] == [str(r) for r in reversed(uas.route_set)]
+    assert str(uac.remote_target) == str(uas.local_contact.uri)
+    assert str(uas.remote_target) == str(uac.local_contact.uri)
+
+    alice, bob = DialogRegistry(), DialogRegistry()
+    alice.add(uac)
+    bob.add(uas)
+    ack = _over_the_wire(
+        uac.create_ack(invite_sent_by_alice(), wire), "SIP/2.0/UDP a;branch=z9hG4bKa1"
+    )
+    assert bob.match(ack) is uas
+    uas.receive_request(ack)
+    reinvite = _over_the_wire(
+        uas.create_request("INVITE", body=SDP, content_type="application/sdp"),
+        "SIP/2.0/UDP b;branch=z9hG4bKb1",
+    )
+    assert alice.match(reinvite) is uac
+    uac.receive_request(reinvite)
+    reply = uac.create_response(reinvite, 200, body=SDP, content_type="application/sdp")
+    assert bob.match(reply) is uas
+    uas.receive_response(reply)
+    assert not uas.invite_pending
+    assert uas.create_ack(reinvite, reply).cseq.seq == reinvite.cseq.seq

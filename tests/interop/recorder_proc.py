@@ -1,0 +1,195 @@
+"""Run the real `recorder serve` as a subprocess for interop tests, and read its JSON logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+POLICY_TEMPLATE = """\
+[service]
+timezone = "America/Montreal"
+ring_timeout = {ring_timeout}
+drain_seconds = {drain_seconds}
+
+[sip.external]
+listen = "127.0.0.1:{external_port}"
+allow = [{external_allow}]
+next_hop = "127.0.0.1:{trunk_port}"
+
+[sip.internal]
+listen = "127.0.0.1:{internal_port}"
+allow = ["127.0.0.1/32"]
+next_hop = "127.0.0.1:{pbx_port}"
+
+[media]
+address = "127.0.0.1"
+ports = "{media_first}-{media_last}"
+
+[storage]
+dir = "{storage}/recordings"
+database = "sqlite:///{storage}/recorder.db"
+"""
+
+
+@dataclass
+class RecorderProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    external_port: int
+    internal_port: int
+    media_first: int
+    media_last: int
+    policy_path: Path
+    _offset: int = field(default=0)
+
+    @property
+    def external_target(self) -> str:
+        return f"127.0.0.1:{self.external_port}"
+
+    @property
+    def internal_target(self) -> str:
+        return f"127.0.0.1:{self.internal_port}"
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every JSON log line so far (optionally only events called `name`)."""
+        out: list[dict[str, Any]] = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if name is None or entry.get("event") == name:
+                out.append(entry)
+        return out
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(name)
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"recorder logged {len(found)} {name!r} events, expected {count}:\n"
+                    + self.log_path.read_text(errors="replace")[-4000:]
+                )
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"recorder exited with {self.proc.returncode}:\n"
+                    + self.log_path.read_text(errors="replace")[-4000:]
+                )
+            time.sleep(0.05)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def media_ports_in_use(self) -> list[int]:
+        """Ports of the media range still bound by anyone (UDP)."""
+        busy: list[int] = []
+        for port in range(self.media_first, self.media_last + 1):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+            finally:
+                probe.close()
+        return busy
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"recorder exited early:\n{log.read_text(errors='replace')}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.2)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"recorder did not listen on {port}:\n{log.read_text(errors='replace')}")
+
+
+@contextmanager
+def running_recorder(
+    workdir: Path,
+    *,
+    external_port: int,
+    internal_port: int,
+    pbx_port: int,
+    trunk_port: int,
+    media_first: int,
+    media_last: int,
+    external_allow: tuple[str, ...] = ("127.0.0.0/8",),
+    ring_timeout: float = 180,
+    drain_seconds: float = 2,
+) -> Iterator[RecorderProcess]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    policy = workdir / "policy.toml"
+    policy.write_text(
+        POLICY_TEMPLATE.format(
+            external_port=external_port,
+            internal_port=internal_port,
+            pbx_port=pbx_port,
+            trunk_port=trunk_port,
+            media_first=media_first,
+            media_last=media_last,
+            storage=workdir,
+            external_allow=", ".join(f'"{a}"' for a in external_allow),
+            ring_timeout=ring_timeout,
+            drain_seconds=drain_seconds,
+        )
+    )
+    log_path = workdir / "recorder.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "recorder.cli",
+                "serve",
+                "--config",
+                str(policy),
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            env=env,
+        )
+    recorder = RecorderProcess(
+        proc, log_path, external_port, internal_port, media_first, media_last, policy
+    )
+    try:
+        _wait_listening(external_port, proc, log_path, 15)
+        _wait_listening(internal_port, proc, log_path, 15)
+        yield recorder
+    finally:
+        recorder.stop()

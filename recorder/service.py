@@ -31,7 +31,13 @@ class RelayAnchor:
 
     def set_remote(self, role: str, rtp: Address | None, rtcp: Address | None) -> None:
         leg = self.session.leg_a if role == "a" else self.session.leg_b
-        leg.set_remote(rtp, rtcp)
+        try:
+            leg.set_remote(rtp, rtcp)
+        except ValueError as exc:
+            # A hostname or a foreign address family in c=: wait for the party's first packet
+            # and latch onto it rather than fail the call.
+            log.warning("media.unusable_remote", leg=role, error=str(exc))
+            leg.set_remote(None, None)
 
     def close(self) -> None:
         self.session.close()

@@ -426,10 +426,12 @@ def _check_version(version: str) -> None:
 
 
 def _check_name_addr_list(name: str, value: str, *, star: bool = False) -> None:
+    """Contact (``*`` allowed) or, with star=False, Route / Record-Route (name-addr only)."""
     for element in _split_commas(value):
         if star and element == "*":
             continue
-        if NAME_ADDR_RE.fullmatch(element) is None:
+        m = NAME_ADDR_RE.fullmatch(element)
+        if m is None or (not star and m.group("uri") is None):
             raise _bad(f"malformed {name} header")
 
 
@@ -755,7 +757,9 @@ def validate_request(
         known = {tag.lower() for tag in supported}
         unsupported = [tag for tag in required if tag.lower() not in known]
         if unsupported:
-            raise BadExtensionError(f"unsupported extensions: {', '.join(unsupported)}", unsupported)
+            raise BadExtensionError(
+                f"unsupported extensions: {', '.join(unsupported)}", unsupported
+            )
         if req.body and not proxy:
             ctype = req.headers.get("Content-Type")
             if ctype is None:

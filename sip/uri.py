@@ -219,7 +219,9 @@ class SipUri:
                 raise _bad("URI host", text)
         if tail:
             digits = tail[1:]
-            if tail[0] != ":" or not (0 < len(digits) <= 5 and digits.isascii() and digits.isdigit()):
+            if tail[0] != ":" or not (
+                0 < len(digits) <= 5 and digits.isascii() and digits.isdigit()
+            ):
                 raise _bad("URI port", text)
             port = int(digits)
             if port > 65535:

@@ -301,6 +301,7 @@ def sipp_command(
     call_length_ms: int | None = None,
     service: str | None = None,
     keys: Mapping[str, str] | None = None,
+    variables: Mapping[str, str] | None = None,
     rtp_echo: bool = False,
     timeout_s: float | None = None,
     extra_args: Sequence[str] = (),
@@ -327,8 +328,12 @@ def sipp_command(
         cmd += ["-d", str(call_length_ms)]
     if service is not None:
         cmd += ["-s", service]
+    # -key values are substituted when the scenario loads (even in play_pcap_audio);
+    # -set values are global variables, [$name] (see uac_dtmf.xml for a pause).
     for k, v in (keys or {}).items():
         cmd += ["-key", k, v]
+    for k, v in (variables or {}).items():
+        cmd += ["-set", k, v]
     if timeout_s is not None:
         cmd += ["-timeout", f"{int(timeout_s + 0.999)}s", "-timeout_error"]
     cmd += list(extra_args)
@@ -351,6 +356,7 @@ def run_sipp_uac(
     limit: int | None = None,
     service: str = "service",
     keys: Mapping[str, str] | None = None,
+    variables: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 30.0,
 ) -> SippResult:
@@ -370,10 +376,12 @@ def run_sipp_uac(
     cmd = sipp_command(
         scenario, log_dir=log_dir, target=target,
         port=local_port or free_udp_port(),
-        media_port=media_port or free_port_block(4),
+        # [auto_media_port] (uac_load) steps 4 ports per call up from -mp.
+        media_port=media_port or free_port_block(4 * calls + 4),
         calls=calls, rate=rate, limit=limit,
         call_length_ms=None if call_length_s is None else int(call_length_s * 1000),
-        service=service, keys=all_keys, timeout_s=timeout, extra_args=extra_args,
+        service=service, keys=all_keys, variables=variables, timeout_s=timeout,
+        extra_args=extra_args,
     )
     proc = _spawn(cmd, log_dir)
     timed_out = False
@@ -439,6 +447,7 @@ def start_sipp_uas(
     calls: int | None = None,
     call_length_s: float | None = None,
     keys: Mapping[str, str] | None = None,
+    variables: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     ready_timeout: float = 5.0,
 ) -> Iterator[SippUas]:
@@ -454,7 +463,7 @@ def start_sipp_uas(
     cmd = sipp_command(
         scenario, log_dir=log_dir, port=port, media_port=media_port, calls=calls,
         call_length_ms=None if call_length_s is None else int(call_length_s * 1000),
-        keys=keys, rtp_echo=rtp_echo, extra_args=extra_args,
+        keys=keys, variables=variables, rtp_echo=rtp_echo, extra_args=extra_args,
     )
     proc = _spawn(cmd, log_dir)
     uas = SippUas(name, port, media_port, log_dir, cmd, proc)
@@ -615,6 +624,8 @@ class Baresip:
                         msg = json.loads(payload)
                     except ValueError:
                         continue
+                    # Events carry no time of their own; tests measure delays with this.
+                    msg["_at"] = time.monotonic()
                     trace.write(json.dumps(msg) + "\n")
                     trace.flush()
                     with self._cond:

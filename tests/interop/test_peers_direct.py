@@ -361,3 +361,37 @@ def test_sipp_options_to_baresip(interop_dir: Path, agent_long_wav: Path) -> Non
         uac = peers.run_sipp_uac("uac_options", callee.target, service="callee",
                                  log_dir=interop_dir, timeout=10)
     uac.assert_ok()
+
+
+@pytest.mark.interop
+def test_baresip_rfc2833_dtmf(interop_dir: Path, agent_long_wav: Path) -> None:
+    with (
+        peers.start_baresip(interop_dir, user="callee", source_wav=agent_long_wav) as callee,
+        peers.start_baresip(interop_dir, user="caller", source_wav=agent_long_wav) as caller,
+    ):
+        caller.dial(callee.uri)
+        caller.wait_event("CALL_ESTABLISHED", timeout=5)
+        callee.wait_event("CALL_RTPESTAB", timeout=5)
+        caller.send_dtmf("9")
+        assert callee.wait_event("CALL_DTMF_START", timeout=3)["param"] == "9"
+        caller.hangup()
+        callee.wait_event("CALL_CLOSED", timeout=5)
+
+
+@pytest.mark.interop
+def test_sipp_dtmf_to_baresip(interop_dir: Path, agent_long_wav: Path) -> None:
+    """uac_dtmf presses 9 (sipp's shipped RFC 2833 pcap, PT 101) after a delay."""
+    dtmf = Path("/usr/share/sip-tester/dtmf_2833_9.pcap")
+    if not dtmf.is_file():
+        pytest.fail(f"{dtmf} missing: the sip-tester package should ship it")
+    with peers.start_baresip(interop_dir, user="callee", source_wav=agent_long_wav) as callee:
+        uac = peers.run_sipp_uac("uac_dtmf", callee.target, service="callee",
+                                 log_dir=interop_dir, keys={"dtmf": str(dtmf)},
+                                 variables={"dtmf_delay_ms": "800"}, call_length_s=0.5,
+                                 timeout=10)
+        up = callee.wait_event("CALL_ESTABLISHED", timeout=1)
+        key = callee.wait_event("CALL_DTMF_START", timeout=1)
+        callee.wait_event("CALL_CLOSED", timeout=5)
+    uac.assert_ok()
+    assert key["param"] == "9"
+    assert 0.7 < key["_at"] - up["_at"] < 1.5

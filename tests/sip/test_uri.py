@@ -38,7 +38,12 @@ def test_host_only_and_default_port() -> None:
     ("text", "host", "port", "bare"),
     [
         ("sip:[2001:db8::10]", "[2001:db8::10]", None, "2001:db8::10"),
-        ("sip:alice@[2001:db8::10]:5070;maddr=[2001:db8::1]", "[2001:db8::10]", 5070, "2001:db8::10"),
+        (
+            "sip:alice@[2001:db8::10]:5070;maddr=[2001:db8::1]",
+            "[2001:db8::10]",
+            5070,
+            "2001:db8::10",
+        ),
         ("sip:[::ffff:192.0.2.1]:5060", "[::ffff:192.0.2.1]", 5060, "::ffff:192.0.2.1"),
     ],
 )
@@ -207,7 +212,9 @@ def test_name_addr_copy_is_deep() -> None:
 
 
 def test_via_parts_and_helpers() -> None:
-    via = Via.parse("SIP/2.0/udp pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;received=1.2.3.4")
+    via = Via.parse(
+        "SIP/2.0/udp pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;received=1.2.3.4"
+    )
     assert (via.transport, via.host, via.port) == ("UDP", "pc33.atlanta.com", 5066)
     assert via.branch == "z9hG4bK776asdhds"
     assert via.received == "1.2.3.4"
@@ -277,7 +284,9 @@ def test_cseq() -> None:
     assert CSeq.parse(f"{2**31 - 1} ACK").seq == 2**31 - 1
 
 
-@pytest.mark.parametrize("text", ["INVITE", "1", "-1 INVITE", f"{2**31} INVITE", "1 IN VITE", "x INVITE"])
+@pytest.mark.parametrize(
+    "text", ["INVITE", "1", "-1 INVITE", f"{2**31} INVITE", "1 IN VITE", "x INVITE"]
+)
 def test_malformed_cseq(text: str) -> None:
     with pytest.raises(RemoteProtocolError):
         CSeq.parse(text)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # plain `python bench/...`
 
-from sip.message import Request, StreamParser, parse_message  # noqa: E402
+from sip.message import Request, StreamParser, parse_message
 
 SDP = (
     b"v=0\r\n"

@@ -105,9 +105,9 @@ _LIST_KEYS = frozenset(
 )  # fmt: skip
 
 KNOWN_METHODS = frozenset(
-    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
-    "MESSAGE UPDATE".split()
-)
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+     "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
+)  # fmt: skip
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -529,9 +529,8 @@ def _parse_head(head: str) -> tuple[Request | Response, int | None]:
                 raise _bad("malformed Max-Forwards header")
         elif key == "route" or key == "record-route":
             _check_name_addr_list(canon[1], value)
-        elif key == "date":
-            if _DATE_RE.fullmatch(value) is None:
-                raise _bad("malformed Date header")
+        elif key == "date" and _DATE_RE.fullmatch(value) is None:
+            raise _bad("malformed Date header")
     for key in _SINGLE_KEYS:
         if seen.get(key, 0) > 1:
             raise _bad(f"more than one {key} header")
@@ -591,11 +590,12 @@ class StreamParser:
     messages. Content-Length is mandatory on a stream.
 
     Errors: a message whose framing is intact but whose content is malformed is skipped
-    and reported by RemoteProtocolError; the parser then goes on with what follows (if
-    good messages came before it in the same `feed()`, they are returned and the error is
-    raised by the next call). A framing error (missing, repeated or invalid
-    Content-Length, oversized message) cannot be recovered from: `broken` becomes True,
-    this and every later `feed()` raise, and the connection should be closed.
+    and reported by RemoteProtocolError; the parser then goes on with what follows. A
+    framing error (missing, repeated or invalid Content-Length, oversized message, garbage
+    between messages) cannot be recovered from: `broken` becomes True, every later `feed()`
+    raises, and the connection should be closed (RFC 4475 §3.3.9). Either way, messages
+    that came before the error in the same `feed()` are returned first and the error is
+    raised by the next call (`feed(b"")` is enough to collect it).
     """
 
     __slots__ = ("_buf", "_error", "_pending", "max_size")

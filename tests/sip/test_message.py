@@ -19,12 +19,16 @@ from sip.message import (
 )
 from sip.uri import SipUri
 
-SDP = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0\r\n"
+)
 
 INVITE = (
     b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds;rport\r\n"
-    b"Via: SIP/2.0/TCP proxy.example.com:5070;branch=z9hG4bKfirst, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKzero\r\n"
+    b"Via: SIP/2.0/TCP proxy.example.com:5070;branch=z9hG4bKfirst,"
+    b" SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKzero\r\n"
     b"Max-Forwards: 70\r\n"
     b'From: "Alice, A." <sip:alice@atlanta.example.com>;tag=1928301774\r\n'
     b"To: Bob <sip:bob@biloxi.example.com>\r\n"
@@ -108,7 +112,7 @@ def test_headers_add_first_set_remove_copy() -> None:
     h.add("Via", "SIP/2.0/UDP top", first=True)
     assert [v for n, v in h if n == "Via"] == ["SIP/2.0/UDP top", "SIP/2.0/UDP a"]
     h.add("Record-Route", "<sip:rr>", first=True)  # none yet: goes to the very top
-    assert list(h)[0] == ("Record-Route", "<sip:rr>")
+    assert next(iter(h)) == ("Record-Route", "<sip:rr>")
     h.add("Route", "<sip:r2>")
     h.set("Via", "SIP/2.0/UDP only")
     assert [n for n, _ in h] == ["Record-Route", "To", "Via", "Route", "Route"]

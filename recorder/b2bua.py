@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from recorder.config import SipSide
 from recorder.logs import get_logger
-from recorder.sdp_anchor import anchor_sdp, is_sdp
+from recorder.sdp_anchor import LocalAnswer, anchor_sdp, is_sdp, local_answer
 from sip.dialog import Dialog, DialogState
 from sip.errors import RemoteProtocolError
 from sip.message import (
@@ -115,6 +115,31 @@ class MediaAnchor(Protocol):
 MediaFactory = Callable[[str], MediaAnchor]  # call id -> anchor (raises RuntimeError when full)
 
 
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """What the application wants done with a new call, decided before any B leg exists.
+
+    `answer_first`: the recorder answers the caller itself (to play the recording notice and
+    listen for a refusal) and calls the PBX only when the application calls `B2bua.proceed`.
+    """
+
+    answer_first: bool = False
+    detail: Any = None
+
+
+class CallHooks(Protocol):
+    """The application's side of every call (policy, consent, recording)."""
+
+    def plan(self, call: Call, now: float) -> CallPlan: ...
+    def on_local_answer(self, call: Call, now: float) -> None: ...
+    def on_b_progress(self, call: Call, early_media: bool, now: float) -> None: ...
+    def on_bridged(self, call: Call, now: float) -> None: ...
+    def on_info(self, call: Call, role: str, request: Request, now: float) -> bool: ...
+    def on_ended(self, call: Call, now: float) -> None: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+
+
 class SipPort(Protocol):
     """What the B2BUA needs of a SIP side: `sip.asyncio.SipEndpoint` in the service.
 
@@ -192,6 +217,11 @@ class Call:
     end_reason: str = ""
     pending_ack: PendingAck | None = None
     ring_deadline: float | None = None
+    plan: CallPlan = field(default_factory=CallPlan)
+    # Set when we answered the caller ourselves (notice first); the B leg comes later.
+    local: LocalAnswer | None = None
+    b_sent: bool = False
+    bridged_at: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def leg(self, role: str) -> Leg:
@@ -225,6 +255,7 @@ class B2bua:
         ring_timeout: float = 180.0,
         user_agent: str = "recorder",
         on_call_ended: Callable[[Call], None] | None = None,
+        hooks: CallHooks | None = None,
     ) -> None:
         self.external = external
         self.internal = internal
@@ -233,6 +264,7 @@ class B2bua:
         self.ring_timeout = ring_timeout
         self.user_agent = user_agent
         self.on_call_ended = on_call_ended
+        self.hooks = hooks
         self.accepting = True
         self.calls: dict[str, Call] = {}
         self._by_a_invite: dict[tuple[str, str], Call] = {}
@@ -259,9 +291,17 @@ class B2bua:
             self._on_timeout(side, event, now)
 
     def get_timer(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+        own = self._timers[0][0] if self._timers else None
+        theirs = self.hooks.get_timer() if self.hooks is not None else None
+        if own is None or theirs is None:
+            return own if theirs is None else theirs
+        return min(own, theirs)
 
     def handle_timer(self, now: float) -> None:
+        if self.hooks is not None:
+            when = self.hooks.get_timer()
+            if when is not None and when <= now:
+                self.hooks.handle_timer(now)
         while self._timers and self._timers[0][0] <= now:
             _, _, call_id = heapq.heappop(self._timers)
             call = self.calls.get(call_id)
@@ -410,9 +450,58 @@ class B2bua:
             sip_call_id=request.call_id,
         )
         self._respond(side, key, request, 100, now)
-        b_key = other.port.send_request(b_invite, b_leg.peer, b_leg.transport)
+        if self.hooks is not None:
+            call.plan = self.hooks.plan(call, now)
+        if call.plan.answer_first and is_sdp(content_type, request.body):
+            self._answer_locally(call, media, now)
+            return
+        self.proceed(call, now)
+
+    def _answer_locally(self, call: Call, media: MediaAnchor, now: float) -> None:
+        """Answer the caller ourselves; the PBX is called once the application says so."""
+        request = call.a_invite
+        try:
+            answer = local_answer(
+                request.body, self.media_address, media.local_port("a"), int(now * 1000)
+            )
+        except RemoteProtocolError as exc:
+            self._send_a_final(call, self._response(request, 488, to_tag=call.a.local_tag), now)
+            self._end_call(call, f"unusable offer: {exc}", now)
+            return
+        call.local = answer
+        # The PBX is offered only the codec the caller now uses: no transcoding, ever.
+        keep = (answer.codec, "telephone-event")
+        b_body, _ = anchor_sdp(
+            request.body, self.media_address, media.local_port("b"), keep_codecs=keep
+        )
+        call.b_invite.body = b_body
+        response = self._response(request, 200, to_tag=call.a.local_tag)
+        for route in request.headers.get_all("Record-Route"):
+            response.headers.add("Record-Route", route)
+        response.headers.set("Contact", str(self._contact(call.a)))
+        response.headers.set("Allow", ALLOW)
+        response.headers.set("Content-Type", "application/sdp")
+        response.body = answer.body
+        assert call.a.dialog is not None
+        call.a.dialog.confirm()
+        self._register_a_dialog(call)
+        call.a_final_sent = True
+        call.a.side.port.send_response(call.a_invite_key, response)
+        call.state = CallState.CONFIRMED
+        call.answered_at = now
+        log.info("call.answered_locally", call_id=call.id, codec=answer.codec)
+        if self.hooks is not None:
+            self.hooks.on_local_answer(call, now)
+
+    def proceed(self, call: Call, now: float) -> None:
+        """Send the B leg's INVITE (at once for plain calls; after the notice otherwise)."""
+        if call.b_sent or call.state is CallState.ENDED:
+            return
+        call.b_sent = True
+        b_leg = call.b
+        b_key = b_leg.side.port.send_request(call.b_invite, b_leg.peer, b_leg.transport)
         b_leg.invite_key = b_key
-        self._clients[(other.name, b_key)] = ClientContext(call, "b", "invite", b_invite)
+        self._clients[(b_leg.side.name, b_key)] = ClientContext(call, "b", "invite", call.b_invite)
 
     def _build_b_invite(
         self,
@@ -518,8 +607,21 @@ class B2bua:
             log.info("call.bye", call_id=call.id, by="caller" if role == "a" else "callee")
             self._hangup(call, now, reason=f"bye from {role}", send_to=(other.role,))
             return
+        if (
+            method == "INFO"
+            and self.hooks is not None
+            and self.hooks.on_info(call, role, request, now)
+        ):
+            self._respond(leg.side, key, request, 200, now)
+            return
         if other.dialog is None or call.state is CallState.ENDED:
-            self._respond(leg.side, key, request, 481 if method != "INVITE" else 491, now)
+            # The other leg does not exist yet (notice playing) or no longer does.
+            if method in ("OPTIONS", "INFO", "NOTIFY"):
+                self._respond(leg.side, key, request, 200, now)
+            else:
+                response = self._response(request, 491)
+                response.headers.set("Retry-After", "2")
+                leg.side.port.send_response(key, response)
             return
         if method == "INVITE":
             if other.reinvite_pending or leg.reinvite_pending:
@@ -590,14 +692,15 @@ class B2bua:
         call = context.call
         status = response.status
         b = call.b
+        if call.local is not None and call.state is not CallState.ENDED:
+            self._on_b_response_after_local_answer(context, response, now)
+            return
         if status < 200:
             if status == 100 or call.a_final_sent:
                 return
             if response.to.tag and b.dialog is None:
                 b.dialog = Dialog.from_uac_response(call.b_invite, response)
-            if call.ring_deadline is None:
-                call.ring_deadline = now + self.ring_timeout
-                heapq.heappush(self._timers, (call.ring_deadline, next(self._timer_seq), call.id))
+            self._arm_ring_timeout(call, now)
             provisional = self._relay_response(call, "a", call.a_invite, response, now)
             if provisional is None:
                 return
@@ -661,6 +764,68 @@ class B2bua:
         self.counters["failed"] += 1
         log.info("call.failed", call_id=call.id, status=status)
         self._end_call(call, f"callee answered {status}", now)
+
+    def _arm_ring_timeout(self, call: Call, now: float) -> None:
+        if call.ring_deadline is None:
+            call.ring_deadline = now + self.ring_timeout
+            heapq.heappush(self._timers, (call.ring_deadline, next(self._timer_seq), call.id))
+
+    def _on_b_response_after_local_answer(
+        self, context: ClientContext, response: Response, now: float
+    ) -> None:
+        """The caller already has our 200: the PBX's answers are ours to absorb."""
+        call = context.call
+        b = call.b
+        status = response.status
+        if status == 100:
+            return
+        if status < 200:
+            if response.to.tag and b.dialog is None:
+                b.dialog = Dialog.from_uac_response(call.b_invite, response)
+            early = self._b_media_from(call, response)
+            self._arm_ring_timeout(call, now)
+            if self.hooks is not None:
+                self.hooks.on_b_progress(call, early, now)
+            return
+        if status < 300:
+            if context.answered:
+                if b.last_ack is not None:
+                    b.side.port.send_stateless(b.last_ack, b.peer, b.transport)
+                return
+            context.answered = True
+            if (
+                b.dialog is None
+                or b.dialog.state is DialogState.TERMINATED
+                or b.dialog.remote_tag != (response.to.tag or "")
+            ):
+                b.dialog = Dialog.from_uac_response(call.b_invite, response)
+            else:
+                b.dialog.confirm(response)
+            self._register_b_dialog(call)
+            self._b_media_from(call, response)
+            self._ack_leg(call, b, call.b_invite, response, b"", now)
+            call.ring_deadline = None
+            call.bridged_at = now
+            self.counters["answered"] += 1
+            log.info("call.bridged", call_id=call.id, setup_ms=round((now - call.created) * 1000))
+            if self.hooks is not None:
+                self.hooks.on_bridged(call, now)
+            return
+        self.counters["failed"] += 1
+        log.info("call.failed", call_id=call.id, status=status)
+        self._hangup(call, now, reason=f"callee answered {status}", send_to=("a",))
+
+    def _b_media_from(self, call: Call, response: Response) -> bool:
+        """Point the B leg's media at the PBX's SDP, if the response has one."""
+        if call.media is None or not is_sdp(response.headers.get("Content-Type"), response.body):
+            return False
+        try:
+            _, endpoint = anchor_sdp(response.body, self.media_address, 0)
+        except RemoteProtocolError as exc:
+            log.warning("call.bad_sdp", call_id=call.id, error=str(exc))
+            return False
+        call.media.set_remote("b", endpoint.rtp, endpoint.rtcp)
+        return endpoint.rtp is not None
 
     def _on_relay_response(
         self, context: ClientContext, key: str, response: Response, now: float
@@ -753,7 +918,11 @@ class B2bua:
                 self._hangup(call_waiting, now, reason="no ACK", send_to=("a", "b"))
             return
         call = context.call
-        if context.kind == "invite":
+        if context.kind == "invite" and call.local is not None:
+            log.warning("call.callee_timeout", call_id=call.id)
+            self.counters["failed"] += 1
+            self._hangup(call, now, reason="callee did not answer", send_to=("a",))
+        elif context.kind == "invite":
             if not call.a_final_sent:
                 log.warning("call.callee_timeout", call_id=call.id)
                 self._send_a_final(
@@ -772,6 +941,10 @@ class B2bua:
                 self._hangup(call, now, reason="request timeout", send_to=("a", "b"))
 
     def _ring_timeout(self, call: Call, now: float) -> None:
+        if call.local is not None and call.bridged_at is None:
+            log.info("call.ring_timeout", call_id=call.id)
+            self._hangup(call, now, reason="no answer", send_to=("a", "b"))
+            return
         if call.a_final_sent:
             return
         log.info("call.ring_timeout", call_id=call.id)
@@ -813,6 +986,10 @@ class B2bua:
                 self._send_a_final(
                     call, self._response(call.a_invite, 480, to_tag=call.a.local_tag), now
                 )
+            elif role == "b" and call.local is not None and call.bridged_at is None:
+                # Still ringing (or never called) after our own answer: cancel, don't BYE.
+                if call.b_sent and call.b.invite_key is not None:
+                    call.b.side.port.cancel_request(call.b.invite_key)
             else:
                 self._send_bye(call, leg, now)
         self._end_call(call, reason, now)
@@ -844,6 +1021,8 @@ class B2bua:
             duration=duration,
             media=stats,
         )
+        if self.hooks is not None:
+            self.hooks.on_ended(call, now)
         if self.on_call_ended is not None:
             self.on_call_ended(call)
 

@@ -34,15 +34,22 @@ def is_sdp(content_type: str | None, body: bytes) -> bool:
     return content_type is None or content_type.split(";")[0].strip().lower() == "application/sdp"
 
 
-def anchor_sdp(body: bytes, address: str, port: int) -> tuple[bytes, AudioEndpoint]:
+def anchor_sdp(
+    body: bytes, address: str, port: int, *, keep_codecs: tuple[str, ...] | None = None
+) -> tuple[bytes, AudioEndpoint]:
     """Rewrite the first audio line to (address, port); return the new body and what it said.
 
+    `keep_codecs` (names like "PCMU", "telephone-event") narrows the audio formats first.
     Raises RemoteProtocolError (488-worthy) on SDP that cannot be read.
     """
     sdp = SessionDescription.parse(body)
     audio = next((m for m in sdp.media if m.media_type == "audio"), None)
     if audio is None:
         raise RemoteProtocolError("SDP offers no audio stream", status_hint=488)
+    if keep_codecs is not None:
+        audio.keep_codecs(keep_codecs)
+        if audio.port == 0:
+            raise RemoteProtocolError("no common codec", status_hint=488)
     original_address = audio.connection_address
     original_port = audio.port
     rtp: Address | None = None
@@ -75,3 +82,64 @@ def anchor_sdp(body: bytes, address: str, port: int) -> tuple[bytes, AudioEndpoi
         sdp.connection_address = address
     sdp.origin.address = address
     return sdp.serialize(), endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAnswer:
+    """The answer the recorder gives itself when it answers a caller (notice first)."""
+
+    body: bytes
+    codec: str  # "PCMU" or "PCMA"
+    payload_type: int
+    telephone_event_pt: int | None
+    remote: AudioEndpoint
+
+
+_G711 = {"PCMU": 0, "PCMA": 8}
+
+
+def local_answer(offer: bytes, address: str, port: int, session_id: int) -> LocalAnswer:
+    """Answer an offer ourselves (RFC 3264 §6) with G.711 and telephone-event only.
+
+    Every other media line is rejected with port 0, as the answer must keep the offer's lines.
+    """
+    sdp = SessionDescription.parse(offer)
+    audio = next((m for m in sdp.media if m.media_type == "audio" and m.port != 0), None)
+    if audio is None:
+        raise RemoteProtocolError("SDP offers no audio stream", status_hint=488)
+    rtpmap = audio.rtpmap
+    chosen: tuple[str, int] | None = None
+    for fmt in audio.formats:
+        name = rtpmap[fmt].encoding.upper() if fmt in rtpmap else ""
+        if name in _G711 and (rtpmap[fmt].clock_rate == 8000):
+            chosen = (name, int(fmt))
+            break
+    if chosen is None:
+        raise RemoteProtocolError("no G.711 codec offered", status_hint=488)
+    codec, pt = chosen
+    te = audio.telephone_event_pt
+    _, endpoint = anchor_sdp(offer, address, port)
+    direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(
+        audio.direction, audio.direction
+    )
+    formats = f"{pt} {te}" if te is not None else str(pt)
+    lines = [
+        "v=0",
+        f"o=recorder {session_id} 1 IN IP4 {address}",
+        "s=recorder",
+        f"c=IN IP4 {address}",
+        "t=0 0",
+    ]
+    for media in sdp.media:
+        if media is not audio:
+            lines.append(f"m={media.media_type} 0 {media.proto} {' '.join(media.formats) or '0'}")
+            continue
+        lines.append(f"m=audio {port} RTP/AVP {formats}")
+        lines.append(f"a=rtpmap:{pt} {codec}/8000")
+        if te is not None:
+            lines.append(f"a=rtpmap:{te} telephone-event/8000")
+            lines.append(f"a=fmtp:{te} 0-16")
+        lines.append("a=ptime:20")
+        lines.append(f"a={direction}")
+    body = ("\r\n".join(lines) + "\r\n").encode()
+    return LocalAnswer(body, codec, pt, int(te) if te is not None else None, endpoint)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from recorder.b2bua import B2bua, CallState, SipSideRuntime
+from recorder.b2bua import B2bua, CallPlan, CallState, SipSideRuntime
 from recorder.config import SipSide
 from sip.message import Message, Request, Response, make_response, parse_message
 from sip.sdp import SessionDescription
@@ -138,15 +138,11 @@ class Harness:
 
 def sdp(address: str, port: int, extra: str = "") -> bytes:
     return (
-        (
-            f"v=0\r\no=- 1 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
-            "a=rtpmap:101 telephone-event/8000\r\n"
-            f"a=fmtp:101 0-15\r\n{extra}"
-        )
-
-        .encode()
-    )
+        f"v=0\r\no=- 1 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+        f"a=fmtp:101 0-15\r\n{extra}"
+    ).encode()
 
 
 def invite(
@@ -439,3 +435,119 @@ def test_late_offer_answer_travels_in_the_ack() -> None:
     assert len(acks) == 1
     assert SessionDescription.parse(acks[0].body).media[0].port == h.media[0].ports["b"]
     assert h.media[0].remotes["a"][0] == ("203.0.113.5", 40000)
+
+
+# --------------------------------------------------------------------------- answer first
+
+
+@dataclass
+class FakeHooks:
+    answer_first: bool = True
+    log: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
+    deadline: float | None = None
+
+    def plan(self, call: Any, now: float) -> CallPlan:
+        self.log.append("plan")
+        return CallPlan(answer_first=self.answer_first)
+
+    def on_local_answer(self, call: Any, now: float) -> None:
+        self.log.append("local_answer")
+
+    def on_b_progress(self, call: Any, early_media: bool, now: float) -> None:
+        self.log.append(f"progress early={early_media}")
+
+    def on_bridged(self, call: Any, now: float) -> None:
+        self.log.append("bridged")
+
+    def on_info(self, call: Any, role: str, request: Request, now: float) -> bool:
+        self.infos.append(request.body.decode())
+        return True
+
+    def on_ended(self, call: Any, now: float) -> None:
+        self.log.append(f"ended {call.end_reason}")
+
+    def get_timer(self) -> float | None:
+        return self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        self.log.append("timer")
+        self.deadline = None
+
+
+def answer_first_harness() -> tuple[Harness, FakeHooks]:
+    h = Harness()
+    hooks = FakeHooks()
+    h.b2bua.hooks = hooks
+    return h, hooks
+
+
+def test_answer_first_answers_the_caller_and_waits_for_proceed() -> None:
+    h, hooks = answer_first_harness()
+    offer = (
+        sdp("203.0.113.5", 40000)
+        .replace(b"RTP/AVP 0 101", b"RTP/AVP 18 8 0 101")
+        .replace(b"a=rtpmap:0 PCMU/8000\r\n", b"a=rtpmap:0 PCMU/8000\r\na=rtpmap:18 G729/8000\r\n")
+    )
+    key = h.receive(h.external, invite(body=offer))
+    assert key is not None
+    assert h.ext_port.statuses(key) == [100, 200]
+    assert h.int_port.requests == []  # the PBX is not called yet
+    assert hooks.log == ["plan", "local_answer"]
+    answer = SessionDescription.parse(h.ext_port.responses[-1][1].body).media[0]
+    assert answer.formats == ["8", "101"]  # the first G.711 the caller offered
+    assert answer.port == h.media[0].ports["a"]
+    call = next(iter(h.b2bua.calls.values()))
+    # A DTMF INFO during the notice goes to the application and is answered 200.
+    final = h.ext_port.responses[-1][1]
+    info = in_dialog("INFO", 11, final.to.tag or "").replace(
+        b"Content-Length: 0\r\n\r\n",
+        b"Content-Type: application/dtmf-relay\r\nContent-Length: 10\r\n\r\nSignal=9\r\n",
+    )
+    info_key = h.receive(h.external, info)
+    assert info_key is not None and h.ext_port.statuses(info_key) == [200]
+    assert hooks.infos == ["Signal=9\r\n"]
+
+    h.b2bua.proceed(call, h.now)
+    _, b = h.b_invite()
+    offer_b = SessionDescription.parse(b.body).media[0]
+    assert offer_b.formats == ["8", "101"]  # no transcoding: the PBX gets the caller's codec
+    assert offer_b.port == h.media[0].ports["b"]
+    h.answer_b(180)
+    assert h.ext_port.statuses(key) == [100, 200]  # nothing more reaches the caller
+    h.answer_b(200, sdp=sdp("127.0.0.1", 16000).replace(b"0 101", b"8 101"))
+    assert hooks.log[-2:] == ["progress early=False", "bridged"]
+    assert h.media[0].remotes["b"][0] == ("127.0.0.1", 16000)
+    acks = [m for m, _ in h.int_port.stateless if isinstance(m, Request) and m.method == "ACK"]
+    assert len(acks) == 1
+
+
+def test_answer_first_pbx_failure_hangs_up_the_caller() -> None:
+    h, hooks = answer_first_harness()
+    h.receive(h.external, invite())
+    call = next(iter(h.b2bua.calls.values()))
+    h.b2bua.proceed(call, h.now)
+    h.answer_b(486)
+    bye = h.ext_port.requests[-1]
+    assert bye[1].method == "BYE" and bye[2] == CALLER
+    assert hooks.log[-1] == "ended callee answered 486"
+    assert h.media[0].closed
+
+
+def test_caller_hangs_up_during_notice_cancels_nothing_it_never_sent() -> None:
+    h, hooks = answer_first_harness()
+    h.receive(h.external, invite())
+    final = h.ext_port.responses[-1][1]
+    h.receive(h.external, in_dialog("BYE", 11, final.to.tag or ""))
+    assert h.int_port.requests == [] and h.int_port.cancelled == []
+    assert hooks.log[-1] == "ended bye from a"
+    assert h.media[0].closed
+
+
+def test_hook_timers_are_driven_by_the_b2bua() -> None:
+    h, hooks = answer_first_harness()
+    hooks.deadline = h.now + 0.02
+    assert h.b2bua.get_timer() == h.now + 0.02
+    h.b2bua.handle_timer(h.now + 0.02)
+    assert hooks.log == ["timer"]
+    assert h.b2bua.get_timer() is None

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from recorder.config import Config, ConfigError, load_config
+from recorder.policy.cli import add_policy_commands
 
 DEFAULT_CONFIGS = (Path("policy.toml"), Path("/etc/recorder/policy.toml"))
 
@@ -38,33 +39,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run_service(config)
 
 
-def _summary(config: Config) -> str:
-    ext, internal = config.external, config.internal
-    return (
-        f"Trunk side listens on {ext.listen[0]}:{ext.listen[1]} (UDP+TCP) and accepts INVITEs from "
-        f"{', '.join(map(str, ext.allow)) or 'nobody'}; inbound calls go to the PBX at "
-        f"{internal.next_hop[0]}:{internal.next_hop[1]}. PBX side listens on "
-        f"{internal.listen[0]}:{internal.listen[1]} and accepts INVITEs from "
-        f"{', '.join(map(str, internal.allow)) or 'nobody'}; outbound calls go to the trunk at "
-        f"{ext.next_hop[0]}:{ext.next_hop[1]}. Media is anchored on {config.media.address}, "
-        f"ports {config.media.port_first}-{config.media.port_last}; recordings under "
-        f"{config.storage.dir}, catalog {config.storage.database}; calendar days in "
-        f"{config.service.timezone.key}."
-    )
-
-
-def _cmd_policy_check(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem)
-        return 2
-    print(_summary(config))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recorder", description="SIP/RTP recording proxy with policy enforcement."
@@ -84,9 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     policy = commands.add_parser("policy", help="validate and explain a policy")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
-    check = policy_commands.add_parser("check", help="validate a policy file (exit 2 on error)")
-    check.add_argument("file")
-    check.set_defaults(handler=_cmd_policy_check)
+    add_policy_commands(policy_commands)
     return parser
 
 

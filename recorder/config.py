@@ -86,20 +86,19 @@ class Config:
 _KNOWN_TOP = {"service", "sip", "media", "storage"}
 # Tables owned by the policy engine (rules, notice, retention, people): read elsewhere.
 _POLICY_TABLES = {
+    "policy",
     "recording",
+    "windows",
+    "sampling",
     "notice",
     "consent",
     "naming",
-    "retention",
-    "people",
-    "roles",
-    "extensions",
-    "windows",
-    "sampling",
-    "sites",
     "agents",
-    "access",
-    "policy",
+    "retention",
+    "extensions",
+    "purposes",
+    "roles",
+    "people",
 }
 
 

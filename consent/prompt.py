@@ -139,12 +139,9 @@ def _read_pydub(path: Path) -> tuple[FloatArray, int]:
         segment = pydub.AudioSegment.from_file(str(path))
     except Exception as exc:  # pydub raises bare CouldntDecodeError/OSError subclasses
         raise PromptError(f"{path}: ffmpeg could not decode it: {exc}") from exc
-    width = int(segment.sample_width)
-    raw = np.frombuffer(segment.raw_data, dtype=f"<i{width}") if width > 1 else None
-    if raw is None:  # 8-bit audio is unsigned
-        raw = np.frombuffer(segment.raw_data, dtype=np.uint8).astype(np.int16) - 128
-    scale = float(2 ** (8 * width - 1))
-    data = raw.astype(np.float64).reshape(-1, int(segment.channels)) / scale
+    segment = segment.set_sample_width(2)  # 8/24/32-bit sources become int16 here
+    raw = np.frombuffer(segment.raw_data, dtype="<i2")
+    data = raw.astype(np.float64).reshape(-1, int(segment.channels)) / 32768.0
     return data, int(segment.frame_rate)
 
 

@@ -752,8 +752,12 @@ class B2bua:
             call.state = CallState.CONFIRMED
             call.answered_at = now
             call.ring_deadline = None
+            call.bridged_at = now
+            call.info["b_answer"] = response
             self.counters["answered"] += 1
             log.info("call.answered", call_id=call.id, setup_ms=round((now - call.created) * 1000))
+            if self.hooks is not None:
+                self.hooks.on_bridged(call, now)
             return
         # Final error.
         if call.a_final_sent:
@@ -806,6 +810,7 @@ class B2bua:
             self._ack_leg(call, b, call.b_invite, response, b"", now)
             call.ring_deadline = None
             call.bridged_at = now
+            call.info["b_answer"] = response
             self.counters["answered"] += 1
             log.info("call.bridged", call_id=call.id, setup_ms=round((now - call.created) * 1000))
             if self.hooks is not None:

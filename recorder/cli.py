@@ -32,11 +32,19 @@ def _load_or_exit(path: Path) -> Config:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from recorder.logs import configure_logging
+    from recorder.policy import PolicyError, load_policy
     from recorder.service import run_service
 
-    config = _load_or_exit(_find_config(args.config))
+    path = _find_config(args.config)
+    config = _load_or_exit(path)
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
     configure_logging(args.log_format, args.log_level)
-    return run_service(config)
+    return run_service(config, policy)
 
 
 def build_parser() -> argparse.ArgumentParser:

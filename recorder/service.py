@@ -7,11 +7,14 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from recorder.b2bua import B2bua, SipSideRuntime
+from recorder.b2bua import B2bua, Call, SipSideRuntime
+from recorder.calls import CallController, ControllableMedia
 from recorder.config import Config, ConfigError, SipSide, load_config
 from recorder.logs import get_logger
 from recorder.media.ports import PortPool
-from recorder.media.relay import MediaSession
+from recorder.media.relay import MediaLeg, MediaSession
+from recorder.policy import Policy, PolicyError, load_policy
+from recorder.sdnotify import Notifier, start_watchdog, stop_watchdog
 from sip.asyncio.endpoint import SipEndpoint
 from sip.transaction import TimerConfig, TransactionEvent
 
@@ -42,6 +45,18 @@ class RelayAnchor:
     def close(self) -> None:
         self.session.close()
 
+    def _leg(self, role: str) -> MediaLeg:
+        return self.session.leg_a if role == "a" else self.session.leg_b
+
+    def send_rtp(self, role: str, data: bytes) -> bool:
+        return self._leg(role).send_rtp(data)
+
+    def set_forwarding(self, role: str, enabled: bool) -> None:
+        self._leg(role).forward_enabled = enabled
+
+    def set_tap(self, role: str, tap: Callable[[bytes, float], None] | None) -> None:
+        self._leg(role).on_packet = tap
+
     def stats(self) -> dict[str, Any]:
         return dict(self.session.stats())
 
@@ -56,8 +71,12 @@ def _advertised(side: SipSide, fallback: str) -> Address:
 class Service:
     """One running recorder: two SIP endpoints, the B2BUA, the media port pool."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, policy: Policy) -> None:
         self.config = config
+        self.policy = policy
+        self.controller: CallController | None = None
+        self.notifier = Notifier()
+        self._status_calls = -1
         self.pool = PortPool(config.media.port_first, config.media.port_last)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -78,6 +97,7 @@ class Service:
                 assert self.b2bua is not None
                 self.b2bua.handle_event(runtimes[name], event, loop.time())
                 self._rearm()
+                self._report_status()
 
             return on_event
 
@@ -92,6 +112,15 @@ class Service:
             address = config.media.address
             return RelayAnchor(MediaSession(self.pool, address, address, loop=loop))
 
+        def media_of(call: Call) -> ControllableMedia | None:
+            return call.media if isinstance(call.media, RelayAnchor) else None
+
+        self.controller = CallController(
+            self.policy,
+            policy_dir=config.path.resolve().parent,
+            media_of=media_of,
+            on_change=self._rearm,
+        )
         self.b2bua = B2bua(
             runtimes["external"],
             runtimes["internal"],
@@ -99,7 +128,9 @@ class Service:
             media_address=config.media.address,
             ring_timeout=config.service.ring_timeout,
             user_agent=config.service.user_agent,
+            hooks=self.controller,
         )
+        self.controller.b2bua = self.b2bua
         log.info(
             "service.started",
             external=f"{config.external.listen[0]}:{config.external.listen[1]}",
@@ -127,11 +158,29 @@ class Service:
         self.b2bua.handle_timer(now)
         self._rearm()
 
+    def _report_status(self) -> None:
+        assert self.b2bua is not None
+        active = self.b2bua.active_calls()
+        if active != self._status_calls:
+            self._status_calls = active
+            self.notifier.status(f"{active} active calls")
+
     def reload(self) -> None:
-        """SIGHUP: re-read the policy; allow lists and next hops change for new calls."""
+        """SIGHUP: re-read the policy; allow lists, next hops and rules change for new calls."""
+        self.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notifier.ready()
+
+    def _reload(self) -> None:
         try:
             new = load_config(self.config.path)
+            policy = load_policy(self.config.path)
         except ConfigError as exc:
+            log.error("service.reload_failed", problems=exc.problems)
+            return
+        except PolicyError as exc:
             log.error("service.reload_failed", problems=exc.problems)
             return
         assert self.b2bua is not None
@@ -144,7 +193,10 @@ class Service:
             runtime.config = side
         self.b2bua.ring_timeout = new.service.ring_timeout
         self.config = new
-        log.info("service.reloaded")
+        self.policy = policy
+        if self.controller is not None:
+            self.controller.policy = policy
+        log.info("service.reloaded", policy_hash=policy.content_hash[:12])
 
     async def drain(self) -> None:
         """Stop taking calls, let calls in progress finish, then end them."""
@@ -170,10 +222,13 @@ class Service:
         log.info("service.stopped", ports_in_use=self.pool.allocated_count)
 
 
-async def serve(config: Config) -> int:
-    service = Service(config)
-    await service.start()
+async def serve(config: Config, policy: Policy) -> int:
     loop = asyncio.get_running_loop()
+    service = Service(config, policy)
+    # systemd counts the watchdog from process start, so ping from the first moment.
+    watchdog = start_watchdog(loop, service.notifier)
+    await service.start()
+    service.notifier.ready("0 active calls")
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -181,17 +236,19 @@ async def serve(config: Config) -> int:
     try:
         await stop.wait()
         log.info("service.stopping")
+        service.notifier.stopping()
         await service.drain()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         await service.close()
+        await stop_watchdog(watchdog)
     return 0
 
 
-def run_service(config: Config) -> int:
+def run_service(config: Config, policy: Policy) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(config))
-    return int(uvloop.run(serve(config)))
+        return asyncio.run(serve(config, policy))
+    return int(uvloop.run(serve(config, policy)))

@@ -145,7 +145,9 @@ def running_recorder(
     external_allow: tuple[str, ...] = ("127.0.0.0/8",),
     ring_timeout: float = 180,
     drain_seconds: float = 2,
+    policy_extra: str = "",
 ) -> Iterator[RecorderProcess]:
+    """`policy_extra`: the policy tables ([recording], [notice]...) appended to the deploy part."""
     workdir.mkdir(parents=True, exist_ok=True)
     policy = workdir / "policy.toml"
     policy.write_text(
@@ -161,6 +163,7 @@ def running_recorder(
             ring_timeout=ring_timeout,
             drain_seconds=drain_seconds,
         )
+        + policy_extra
     )
     log_path = workdir / "recorder.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")

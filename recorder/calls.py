@@ -1,0 +1,428 @@
+"""Per-call orchestration: the policy decides, the notice plays, the caller may refuse.
+
+`CallController` is the B2BUA's `CallHooks`. For each new call it asks the policy
+(`decide`), and when the call may be recorded and a notice is due it has the B2BUA
+answer the caller itself, plays the prompt as paced RTP, listens for a refusal
+(RFC 4733 events, SIP INFO, in-band DTMF) and only then lets the B2BUA call the
+PBX. Whatever the caller answers, the call is served (C5); only a consenting call
+is handed to the recording tap (`recording_factory`).
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from consent.events import ConsentDecided, ConsentEvent, DigitDetected, StopNotice
+from consent.g711 import alaw_decode, ulaw_decode
+from consent.inband import InbandDtmfDetector
+from consent.machine import ConsentConfig, ConsentMachine
+from consent.player import NoticePlayer
+from consent.prompt import Codec, PromptCache, PromptError
+from consent.rfc4733 import Rfc4733Detector
+from consent.sipinfo import digit_from_info
+from recorder.b2bua import B2bua, Call, CallPlan
+from recorder.logs import get_logger
+from recorder.policy import CallFacts, Decision, Policy
+from recorder.tones import ringback_frames
+from sip.message import Request
+
+log = get_logger("recorder.calls")
+
+PacketTap = Callable[[bytes, float], None]
+
+
+class ControllableMedia(Protocol):
+    """What the controller needs of a call's relay beyond what the B2BUA uses."""
+
+    def send_rtp(self, role: str, data: bytes) -> bool: ...
+    def set_forwarding(self, role: str, enabled: bool) -> None: ...
+    def set_tap(self, role: str, tap: PacketTap | None) -> None: ...
+
+
+class CallRecordingHandle(Protocol):
+    def stop(self, now: float) -> None: ...
+
+
+RecordingFactory = Callable[[Call, "CallState", float], CallRecordingHandle | None]
+
+
+@dataclass(slots=True)
+class CallState:
+    """The application's view of one call."""
+
+    call: Call
+    decision: Decision | None
+    arrived: datetime
+    consent: ConsentSession | None = None
+    consent_decision: ConsentDecided | None = None
+    tone: NoticePlayer | None = None
+    tone_ssrc: int = 0
+    notice_logged: bool = False
+    recording: CallRecordingHandle | None = None
+    events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+
+class ConsentSession:
+    """The notice and the listening window for one caller; sans-IO but for `send`."""
+
+    def __init__(
+        self,
+        frames: tuple[bytes, ...],
+        codec: Codec,
+        telephone_event_pt: int | None,
+        config: ConsentConfig,
+        now: float,
+    ) -> None:
+        self.codec = codec
+        self.frames = frames
+        self.player = NoticePlayer(
+            frames,
+            codec.payload_type,
+            ssrc=secrets.randbits(32),
+            sequence=secrets.randbits(16),
+            timestamp=secrets.randbits(32),
+        )
+        self.machine = ConsentMachine(config, now)
+        self.rfc4733 = (
+            Rfc4733Detector(telephone_event_pt) if telephone_event_pt is not None else None
+        )
+        self.inband = InbandDtmfDetector()
+        self._decode = ulaw_decode if codec is Codec.PCMU else alaw_decode
+        self._notice_reported = False
+        self.decision: ConsentDecided | None = None
+        self.player.start(now)
+
+    def get_timer(self) -> float | None:
+        timers = [t for t in (self.player.get_timer(), self.machine.get_timer()) if t is not None]
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: float) -> tuple[list[bytes], list[ConsentEvent]]:
+        packets = self.player.handle_timer(now)
+        events: list[ConsentEvent] = []
+        if self.player.done and not self._notice_reported:
+            self._notice_reported = True
+            events.extend(self.machine.notice_finished(now))
+        events.extend(self.machine.handle_timer(now))
+        return packets, self._absorb(events)
+
+    def on_packet(self, packet: bytes, now: float) -> list[ConsentEvent]:
+        """Every RTP packet the caller sends while we listen."""
+        if len(packet) < 12:
+            return []
+        events: list[ConsentEvent] = []
+        payload_type = packet[1] & 0x7F
+        if self.rfc4733 is not None and payload_type == self.rfc4733.payload_type:
+            for digit in self.rfc4733.handle_packet(packet, now):
+                events.extend(self.machine.digit(digit))
+        elif payload_type == self.codec.payload_type:
+            header = 12 + 4 * (packet[0] & 0x0F)
+            audio = self._decode(np.frombuffer(packet, dtype=np.uint8, offset=header))
+            for digit in self.inband.feed(audio, now):
+                events.extend(self.machine.digit(digit))
+        return self._absorb(events)
+
+    def on_digit(self, digit: DigitDetected) -> list[ConsentEvent]:
+        return self._absorb(self.machine.digit(digit))
+
+    def _absorb(self, events: list[ConsentEvent]) -> list[ConsentEvent]:
+        for event in events:
+            if isinstance(event, StopNotice):
+                self.player.stop()
+            elif isinstance(event, ConsentDecided):
+                self.decision = event
+                self.player.stop()
+        return events
+
+
+def _consent_config(policy: Policy) -> ConsentConfig:
+    consent = policy.consent
+    return ConsentConfig(
+        mode="opt-in" if consent.mode == "opt_in" else "opt-out",
+        opt_out_keys=frozenset(consent.refusal_keys),
+        opt_in_keys=frozenset(consent.accept_keys),
+        listen_seconds=consent.listen_seconds,
+        keys_during_notice=consent.barge_in,
+    )
+
+
+def _withheld(request: Request) -> bool:
+    privacy = (request.headers.get("Privacy") or "").lower()
+    user = (request.from_.uri.user or "").lower()
+    return "id" in privacy.replace(" ", "").split(";") or user in ("anonymous", "")
+
+
+class CallController:
+    """The B2BUA's hooks: policy, consent and the hand-over to recording."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        policy_dir: Path,
+        media_of: Callable[[Call], ControllableMedia | None],
+        recording_factory: RecordingFactory | None = None,
+        wall_clock: Callable[[], datetime] | None = None,
+        rng: random.Random | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.policy_dir = policy_dir
+        self.media_of = media_of
+        self.recording_factory = recording_factory
+        self.wall_clock = wall_clock or (lambda: datetime.now(UTC))
+        self.rng = rng or random.Random()
+        self.on_change = on_change
+        self.b2bua: B2bua | None = None
+        self.prompts = PromptCache()
+        self.states: dict[str, CallState] = {}
+        self.counters = {"refused": 0, "accepted": 0, "notices": 0, "recorded": 0}
+
+    # ------------------------------------------------------------------ CallHooks
+    def plan(self, call: Call, now: float) -> CallPlan:
+        request = call.a_invite
+        arrived = self.wall_clock()
+        facts = CallFacts(
+            direction="inbound" if call.direction == "inbound" else "outbound",
+            caller=None if _withheld(request) else (request.from_.uri.user or None),
+            callee=request.uri.user or "",
+            external=True,
+            draw=self.rng.random,
+        )
+        decision = self.policy.decide(facts, arrived)
+        state = CallState(call, decision, arrived)
+        self.states[call.id] = state
+        log.info(
+            "policy.decided",
+            call_id=call.id,
+            record=decision.record,
+            notice=decision.notice,
+            rules=list(decision.rule_ids),
+            policy_hash=decision.policy_hash[:12],
+        )
+        answer_first = (
+            decision.record
+            and decision.notice
+            and decision.notice_to == "caller"
+            and self._prompt_path() is not None
+        )
+        if decision.record and decision.notice and not answer_first:
+            # C1 cannot be honoured (no usable prompt): such a call must not be recorded.
+            log.error("notice.unavailable", call_id=call.id)
+            state.decision = None
+        return CallPlan(answer_first=answer_first, detail=decision)
+
+    def on_local_answer(self, call: Call, now: float) -> None:
+        state = self.states[call.id]
+        media = self.media_of(call)
+        path = self._prompt_path()
+        assert call.local is not None and media is not None and path is not None
+        codec = Codec(call.local.codec)
+        try:
+            prompt = self.prompts.get(path, codec)
+        except PromptError as exc:
+            log.error("notice.unreadable", call_id=call.id, error=str(exc))
+            state.decision = None
+            self._proceed(call, now)
+            return
+        session = ConsentSession(
+            prompt.frames,
+            codec,
+            call.local.telephone_event_pt,
+            _consent_config(self.policy),
+            now,
+        )
+        state.consent = session
+        self.counters["notices"] += 1
+        media.set_forwarding("a", False)
+        media.set_forwarding("b", False)
+        media.set_tap("a", lambda packet, arrival: self._on_caller_packet(call, packet, arrival))
+        log.info("notice.started", call_id=call.id, seconds=round(prompt.duration, 2))
+        self._run_consent(call, now)
+
+    def on_b_progress(self, call: Call, early_media: bool, now: float) -> None:
+        state = self.states.get(call.id)
+        media = self.media_of(call)
+        if state is None or media is None or call.local is None:
+            return
+        if early_media:
+            # The PBX's own ringback or announcement reaches the caller as it is.
+            state.tone = None
+            media.set_forwarding("b", True)
+        elif state.tone is None:
+            codec = Codec(call.local.codec)
+            state.tone_ssrc = secrets.randbits(32)
+            tone = NoticePlayer(
+                ringback_frames(codec),
+                codec.payload_type,
+                ssrc=state.tone_ssrc,
+                sequence=secrets.randbits(16),
+                timestamp=secrets.randbits(32),
+            )
+            tone.start(now)
+            state.tone = tone
+
+    def on_bridged(self, call: Call, now: float) -> None:
+        state = self.states.get(call.id)
+        media = self.media_of(call)
+        if state is None:
+            return
+        state.tone = None
+        if media is not None:
+            media.set_tap("a", None)
+            media.set_forwarding("a", True)
+            media.set_forwarding("b", True)
+        if not self._may_record(state):
+            return
+        if self.recording_factory is not None:
+            state.recording = self.recording_factory(call, state, now)
+            if state.recording is not None:
+                self.counters["recorded"] += 1
+
+    def on_info(self, call: Call, role: str, request: Request, now: float) -> bool:
+        state = self.states.get(call.id)
+        if state is None or state.consent is None or state.consent.decision is not None:
+            return False
+        if role != "a":
+            return False
+        digit = digit_from_info(request, now)
+        if digit is None:
+            return False
+        self._handle_consent_events(call, state.consent.on_digit(digit), now)
+        return True
+
+    def on_ended(self, call: Call, now: float) -> None:
+        state = self.states.pop(call.id, None)
+        if state is None:
+            return
+        if state.recording is not None:
+            state.recording.stop(now)
+        consent = state.consent_decision
+        log.info(
+            "call.summary",
+            call_id=call.id,
+            recorded=state.recording is not None,
+            consent=consent.outcome if consent else None,
+            consent_method=consent.method if consent else None,
+        )
+
+    def get_timer(self) -> float | None:
+        best: float | None = None
+        for state in self.states.values():
+            for when in (
+                state.consent.get_timer()
+                if state.consent and state.consent.decision is None
+                else None,
+                state.tone.get_timer() if state.tone is not None else None,
+            ):
+                if when is not None and (best is None or when < best):
+                    best = when
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        for state in list(self.states.values()):
+            call = state.call
+            if state.consent is not None and state.consent.decision is None:
+                self._run_consent(call, now)
+            if state.tone is not None:
+                media = self.media_of(call)
+                tone = state.tone
+                for packet in tone.handle_timer(now):
+                    if media is not None:
+                        media.send_rtp("a", packet)
+                if tone.done and state.tone is tone and call.local is not None:
+                    # Loop the cadence, carrying on the same SSRC, sequence and timestamps.
+                    codec = Codec(call.local.codec)
+                    again = NoticePlayer(
+                        ringback_frames(codec),
+                        codec.payload_type,
+                        ssrc=state.tone_ssrc,
+                        sequence=tone.next_sequence,
+                        timestamp=tone.next_timestamp,
+                    )
+                    again.start(now)
+                    state.tone = again
+
+    # ------------------------------------------------------------------ internals
+    def _prompt_path(self) -> Path | None:
+        notice = self.policy.notice
+        language = notice.default_language or next(iter(notice.prompts), None)
+        if language is None or language not in notice.prompts:
+            return None
+        path = Path(notice.prompts[language])
+        if not path.is_absolute():
+            path = self.policy_dir / path
+        return path if path.is_file() else None
+
+    def _may_record(self, state: CallState) -> bool:
+        decision = state.decision
+        if decision is None or not decision.record:
+            return False
+        if decision.notice:
+            consent = state.consent_decision
+            return consent is not None and consent.outcome == "accepted"
+        return True
+
+    def _on_caller_packet(self, call: Call, packet: bytes, arrival: float) -> None:
+        state = self.states.get(call.id)
+        if state is None or state.consent is None or state.consent.decision is not None:
+            return
+        events = state.consent.on_packet(packet, arrival)
+        if events:
+            self._handle_consent_events(call, events, arrival)
+            if self.on_change is not None:
+                self.on_change()
+
+    def _run_consent(self, call: Call, now: float) -> None:
+        state = self.states.get(call.id)
+        media = self.media_of(call)
+        if state is None or state.consent is None:
+            return
+        packets, events = state.consent.handle_timer(now)
+        if media is not None:
+            for packet in packets:
+                media.send_rtp("a", packet)
+        self._handle_consent_events(call, events, now)
+        self._log_notice_end(call, state)
+
+    def _log_notice_end(self, call: Call, state: CallState) -> None:
+        session = state.consent
+        if session is None or state.notice_logged or not session.player.done:
+            return
+        state.notice_logged = True
+        log.info(
+            "notice.ended",
+            call_id=call.id,
+            packets=session.player.packets_sent,
+            complete=session.player.packets_sent == len(session.frames),
+        )
+
+    def _handle_consent_events(self, call: Call, events: list[ConsentEvent], now: float) -> None:
+        state = self.states.get(call.id)
+        if state is None:
+            return
+        for event in events:
+            if isinstance(event, ConsentDecided) and state.consent_decision is None:
+                state.consent_decision = event
+                if event.outcome == "refused":
+                    self.counters["refused"] += 1
+                    log.info("consent.refused", call_id=call.id, method=event.method)
+                else:
+                    self.counters["accepted"] += 1
+                    log.info("consent.accepted", call_id=call.id, method=event.method)
+                media = self.media_of(call)
+                if media is not None:
+                    media.set_tap("a", None)
+                self._log_notice_end(call, state)
+                self._proceed(call, now)
+
+    def _proceed(self, call: Call, now: float) -> None:
+        if self.b2bua is not None:
+            self.b2bua.proceed(call, now)

@@ -1,0 +1,195 @@
+"""The recording notice and the refusal (C1, C3, C4, C5) end to end through `recorder serve`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import audio, peers
+from .recorder_proc import RecorderProcess, running_recorder
+
+pytestmark = pytest.mark.interop
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTICE = ROOT / "prompts" / "notice-en.wav"
+DTMF_9 = Path("/usr/share/sip-tester/dtmf_2833_9.pcap")
+
+POLICY = """
+[policy]
+name = "TEST"
+
+[recording]
+directions = ["inbound"]                # S1
+extensions = "all"
+mode = "automatic"
+
+[notice]                                # C1
+play = true
+prompts = {{ en = "{notice}" }}
+default_language = "en"
+
+[consent]                               # C3, C4: refusal by key 9, during the notice too
+mode = "opt_out"
+refusal_keys = ["9"]
+listen_seconds = {listen}
+barge_in = true
+
+[retention]
+recordings = "8 days"
+"""
+
+RecorderFactory = Callable[..., RecorderProcess]
+
+
+@pytest.fixture
+def notice_recorder(interop_dir: Path) -> Iterator[RecorderFactory]:
+    stack = ExitStack()
+
+    def start(*, pbx_port: int, listen: float = 1.0) -> RecorderProcess:
+        first = peers.free_port_block(32)
+        cm: AbstractContextManager[RecorderProcess] = running_recorder(
+            interop_dir / "recorder",
+            external_port=peers.free_port_block(1, tcp=True),
+            internal_port=peers.free_port_block(1, tcp=True),
+            pbx_port=pbx_port,
+            trunk_port=peers.free_udp_port(),
+            media_first=first,
+            media_last=first + 31,
+            policy_extra=POLICY.format(notice=NOTICE, listen=listen),
+        )
+        return stack.enter_context(cm)
+
+    with stack:
+        yield start
+
+
+def notice_packets() -> int:
+    return -(-round(audio.wav_duration(NOTICE) * 8000) // 160)
+
+
+def one_event(recorder: RecorderProcess, name: str) -> dict[str, Any]:
+    events = recorder.wait_event(name)
+    assert len(events) == 1, events
+    return events[0]
+
+
+def test_silent_caller_hears_notice_then_reaches_the_pbx(
+    interop_dir: Path, prompt_pcap: Path, notice_recorder: RecorderFactory
+) -> None:
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
+        recorder = notice_recorder(pbx_port=pbx.port)
+        uac = peers.run_sipp_uac(
+            "uac_pcap",
+            recorder.external_target,
+            log_dir=interop_dir,
+            pcap=prompt_pcap,
+            call_length_s=audio.wav_duration(NOTICE) + 4,
+            timeout=30,
+        )
+        uas = pbx.wait(5)
+    uac.assert_ok()
+    uas.assert_ok()  # C5: the PBX was reached
+    decided = one_event(recorder, "consent.accepted")
+    assert decided["method"] == "timeout"
+    assert recorder.wait_event("call.bridged")
+    # The caller got the whole notice from us before any PBX audio (C1).
+    notice = one_event(recorder, "notice.ended")
+    assert notice["packets"] == notice_packets() and notice["complete"] is True
+    media = one_event(recorder, "call.ended")["media"]
+    assert media["a"]["injected_rtp"] >= notice_packets(), media  # plus our ringback
+    started = one_event(recorder, "notice.started")
+    assert started["seconds"] == pytest.approx(audio.wav_duration(NOTICE), abs=0.03)
+
+
+def test_refusal_by_rfc2833_key_during_notice(
+    interop_dir: Path, notice_recorder: RecorderFactory
+) -> None:
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
+        recorder = notice_recorder(pbx_port=pbx.port)
+        uac = peers.run_sipp_uac(
+            "uac_dtmf",
+            recorder.external_target,
+            log_dir=interop_dir,
+            keys={"dtmf": str(DTMF_9)},
+            variables={"dtmf_delay_ms": "1500"},
+            call_length_s=3.0,
+            timeout=30,
+        )
+        uas = pbx.wait(5)
+    uac.assert_ok()
+    uas.assert_ok()  # C5: refused, and still served
+    refused = one_event(recorder, "consent.refused")
+    assert refused["method"] == "dtmf-rfc4733"
+    assert recorder.events("consent.accepted") == []
+    summary = one_event(recorder, "call.summary")
+    assert summary["recorded"] is False and summary["consent"] == "refused"
+    # Barge-in: the notice stopped at the key, well before its end.
+    notice = one_event(recorder, "notice.ended")
+    assert 0 < notice["packets"] < notice_packets() and notice["complete"] is False
+
+
+def test_refusal_by_sip_info(interop_dir: Path, notice_recorder: RecorderFactory) -> None:
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
+        recorder = notice_recorder(pbx_port=pbx.port)
+        uac = peers.run_sipp_uac(
+            "uac_info",
+            recorder.external_target,
+            log_dir=interop_dir,
+            keys={"digit": "9"},
+            variables={"dtmf_delay_ms": "1000"},
+            call_length_s=2.0,
+            timeout=30,
+        )
+        uas = pbx.wait(5)
+    uac.assert_ok()
+    uas.assert_ok()
+    assert one_event(recorder, "consent.refused")["method"] == "sip-info"
+    assert one_event(recorder, "call.summary")["recorded"] is False
+
+
+def test_another_key_is_not_a_refusal(interop_dir: Path, notice_recorder: RecorderFactory) -> None:
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
+        recorder = notice_recorder(pbx_port=pbx.port)
+        uac = peers.run_sipp_uac(
+            "uac_info",
+            recorder.external_target,
+            log_dir=interop_dir,
+            keys={"digit": "5"},
+            variables={"dtmf_delay_ms": "1000"},
+            call_length_s=audio.wav_duration(NOTICE) + 3,
+            timeout=30,
+        )
+        pbx.wait(5)
+    uac.assert_ok()
+    assert one_event(recorder, "consent.accepted")["method"] == "timeout"
+
+
+def test_baresip_caller_hears_the_notice_then_the_callee(
+    interop_dir: Path,
+    prompt_wav: Path,
+    agent_wav: Path,
+    agent_long_wav: Path,
+    notice_recorder: RecorderFactory,
+) -> None:
+    # The caller speaks after the notice: its source is silence, then the prompt.
+    source = audio.pad(
+        prompt_wav, interop_dir / "late_prompt.wav", audio.wav_duration(NOTICE) + 2.5, 1.0
+    )
+    with peers.start_baresip(interop_dir, user="callee", source_wav=agent_long_wav) as callee:
+        recorder = notice_recorder(pbx_port=callee.sip_port)
+        with peers.start_baresip(interop_dir, user="caller", source_wav=source) as caller:
+            caller.dial(f"sip:callee@127.0.0.1:{recorder.external_port}")
+            caller.wait_event("CALL_ESTABLISHED", timeout=5)
+            callee.wait_event("CALL_ESTABLISHED", timeout=audio.wav_duration(NOTICE) + 5)
+            caller.wait_event("CALL_CLOSED", timeout=audio.wav_duration(source) + 5)
+            callee.wait_event("CALL_CLOSED", timeout=5)
+            heard = caller.received_wav()
+            got = callee.received_wav()
+    assert audio.peak_xcorr(NOTICE, heard).peak > 0.9  # C1: the caller heard the notice
+    assert audio.peak_xcorr(agent_wav, heard).peak > 0.9  # then the callee
+    assert audio.peak_xcorr(prompt_wav, got).peak > 0.9  # and was heard by the callee
+    assert one_event(recorder, "consent.accepted")["method"] == "timeout"

@@ -1007,6 +1007,7 @@ class B2bua:
         stats: dict[str, Any] = {}
         if call.media is not None:
             stats = call.media.stats()
+            call.info["media_stats"] = stats
             call.media.close()
             call.media = None
         self.calls.pop(call.id, None)

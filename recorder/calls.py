@@ -29,6 +29,7 @@ from consent.prompt import Codec, PromptCache, PromptError
 from consent.rfc4733 import Rfc4733Detector
 from consent.sipinfo import digit_from_info
 from recorder.b2bua import B2bua, Call, CallPlan
+from recorder.call_log import CallLog
 from recorder.logs import get_logger
 from recorder.policy import CallFacts, Decision, Policy
 from recorder.tones import ringback_frames
@@ -66,6 +67,7 @@ class CallState:
     tone: NoticePlayer | None = None
     tone_ssrc: int = 0
     notice_logged: bool = False
+    agent: str | None = None
     recording: CallRecordingHandle | None = None
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
 
@@ -172,6 +174,7 @@ class CallController:
         wall_clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
         on_change: Callable[[], None] | None = None,
+        call_log: CallLog | None = None,
     ) -> None:
         self.policy = policy
         self.policy_dir = policy_dir
@@ -180,6 +183,7 @@ class CallController:
         self.wall_clock = wall_clock or (lambda: datetime.now(UTC))
         self.rng = rng or random.Random()
         self.on_change = on_change
+        self.call_log = call_log
         self.b2bua: B2bua | None = None
         self.prompts = PromptCache()
         self.states: dict[str, CallState] = {}
@@ -199,6 +203,20 @@ class CallController:
         decision = self.policy.decide(facts, arrived)
         state = CallState(call, decision, arrived)
         self.states[call.id] = state
+        if self.call_log is not None:
+            self.call_log.opened(
+                call.id,
+                call_id_a=request.call_id,
+                call_id_b=call.b_invite.call_id,
+                direction=facts.direction,
+                side=call.a.side.name,
+                caller_number=facts.caller or "withheld",
+                callee_number=facts.callee,
+                arrived_at=arrived,
+                policy_record=decision.record,
+                policy_rules=decision.rule_ids,
+                policy_hash=decision.policy_hash,
+            )
         log.info(
             "policy.decided",
             call_id=call.id,
@@ -279,6 +297,19 @@ class CallController:
             media.set_tap("a", None)
             media.set_forwarding("a", True)
             media.set_forwarding("b", True)
+        if self.call_log is not None:
+            answer = call.info.get("b_answer")
+            headers = {name: value for name, value in answer.headers} if answer is not None else {}
+            agent = self.policy.naming.resolve_agent(
+                headers, headers.get("P-Asserted-Identity"), None
+            )
+            state.agent = agent
+            self.call_log.answered(
+                call.id,
+                at=self.wall_clock(),
+                agent=agent,
+                codec=call.local.codec if call.local is not None else None,
+            )
         if not self._may_record(state):
             return
         if self.recording_factory is not None:
@@ -305,6 +336,13 @@ class CallController:
         if state.recording is not None:
             state.recording.stop(now)
         consent = state.consent_decision
+        if self.call_log is not None:
+            self.call_log.ended(
+                call.id,
+                at=self.wall_clock(),
+                reason=call.end_reason,
+                media=call.info.get("media_stats", {}),
+            )
         log.info(
             "call.summary",
             call_id=call.id,
@@ -411,6 +449,14 @@ class CallController:
         for event in events:
             if isinstance(event, ConsentDecided) and state.consent_decision is None:
                 state.consent_decision = event
+                if self.call_log is not None:
+                    self.call_log.consent(
+                        call.id,
+                        outcome=event.outcome,
+                        method=event.method,
+                        at=self.wall_clock(),
+                        digit=event.digit,
+                    )
                 if event.outcome == "refused":
                     self.counters["refused"] += 1
                     log.info("consent.refused", call_id=call.id, method=event.method)

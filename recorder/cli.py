@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from recorder.catalog_cli import add_catalog_commands
 from recorder.config import Config, ConfigError, load_config
 from recorder.policy.cli import add_policy_commands
 
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("policy", help="validate and explain a policy")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     add_policy_commands(policy_commands)
+    add_catalog_commands(commands)
     return parser
 
 

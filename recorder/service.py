@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from recorder.b2bua import B2bua, Call, SipSideRuntime
+from recorder.call_log import CallLog
 from recorder.calls import CallController, ControllableMedia
 from recorder.config import Config, ConfigError, SipSide, load_config
 from recorder.logs import get_logger
@@ -17,6 +18,8 @@ from recorder.policy import Policy, PolicyError, load_policy
 from recorder.sdnotify import Notifier, start_watchdog, stop_watchdog
 from sip.asyncio.endpoint import SipEndpoint
 from sip.transaction import TimerConfig, TransactionEvent
+from storage.db import upgrade
+from storage.repository import AsyncCatalog
 
 Address = tuple[str, int]
 log = get_logger("recorder.service")
@@ -84,11 +87,15 @@ class Service:
         self.endpoints: dict[str, SipEndpoint] = {}
         self.b2bua: B2bua | None = None
         self.stopped = asyncio.Event()
+        self.catalog: AsyncCatalog | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
         config = self.config
+        # The catalog is migrated before the first call can be logged into it.
+        await loop.run_in_executor(None, upgrade, config.storage.database)
+        self.catalog = await AsyncCatalog.open(config.storage.database)
         timers = TimerConfig(t1=config.timers.t1, t2=config.timers.t2, t4=config.timers.t4)
         runtimes: dict[str, SipSideRuntime] = {}
 
@@ -120,6 +127,7 @@ class Service:
             policy_dir=config.path.resolve().parent,
             media_of=media_of,
             on_change=self._rearm,
+            call_log=CallLog(self.catalog),
         )
         self.b2bua = B2bua(
             runtimes["external"],
@@ -219,6 +227,8 @@ class Service:
             endpoint.close()
         for endpoint in self.endpoints.values():
             await endpoint.wait_closed()
+        if self.catalog is not None:
+            await self.catalog.close()
         log.info("service.stopped", ports_in_use=self.pool.allocated_count)
 
 

@@ -45,8 +45,21 @@ def make_prompt(text: str, out: Path, voice: str = "en", speed: int = 150) -> Pa
 
 
 def to_8k_mono(src: Path, out: Path) -> Path:
-    _run(["sox", str(src), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
-          "-e", "signed-integer", str(out)])
+    _run(
+        [
+            "sox",
+            str(src),
+            "-r",
+            str(SAMPLE_RATE),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            str(out),
+        ]
+    )
     return out
 
 
@@ -57,14 +70,49 @@ def pad(src: Path, out: Path, before: float = 0.5, after: float = 1.0) -> Path:
 
 
 def silence(out: Path, seconds: float) -> Path:
-    _run(["sox", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer",
-          str(out), "trim", "0", f"{seconds:g}"])
+    _run(
+        [
+            "sox",
+            "-n",
+            "-r",
+            str(SAMPLE_RATE),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            str(out),
+            "trim",
+            "0",
+            f"{seconds:g}",
+        ]
+    )
     return out
 
 
 def tone(out: Path, seconds: float, freq: float = 440.0, gain_db: float = -6.0) -> Path:
-    _run(["sox", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer",
-          str(out), "synth", f"{seconds:g}", "sine", f"{freq:g}", "gain", f"{gain_db:g}"])
+    _run(
+        [
+            "sox",
+            "-n",
+            "-r",
+            str(SAMPLE_RATE),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            str(out),
+            "synth",
+            f"{seconds:g}",
+            "sine",
+            f"{freq:g}",
+            "gain",
+            f"{gain_db:g}",
+        ]
+    )
     return out
 
 
@@ -143,7 +191,7 @@ def peak_xcorr(
     n = 1 << int(np.ceil(np.log2(na + nb - 1)))
     # full[k + na - 1] = sum_i a[i] * b[i + k], for k in [-(na-1), nb-1]
     full = np.fft.irfft(np.conj(np.fft.rfft(a, n)) * np.fft.rfft(b, n), n)
-    num = np.concatenate([full[n - (na - 1):], full[:nb]]) if na > 1 else full[:nb]
+    num = np.concatenate([full[n - (na - 1) :], full[:nb]]) if na > 1 else full[:nb]
     k = np.arange(-(na - 1), nb)
     # overlap: a[i] for i in [max(0, -k), min(na, nb - k)), b[j] with j = i + k
     a_lo = np.maximum(0, -k)

@@ -133,7 +133,10 @@ def _spawn(cmd: Sequence[str], log_dir: Path, cwd: Path | None = None) -> subpro
     (log_dir / "command.txt").write_text(" ".join(cmd) + "\n")
     with open(log_dir / "stdout.log", "wb") as out, open(log_dir / "stderr.log", "wb") as err:
         proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
             cwd=cwd or log_dir,
         )
     with _LIVE_LOCK:
@@ -264,8 +267,10 @@ class SippResult:
     def assert_ok(self, calls: int = 1) -> None:
         """Exit 0, exactly ``calls`` successful calls, no failed call."""
         ok = (
-            self.returncode == 0 and not self.timed_out
-            and self.successful == calls and self.failed == 0
+            self.returncode == 0
+            and not self.timed_out
+            and self.successful == calls
+            and self.failed == 0
         )
         assert ok, self.describe()
 
@@ -308,13 +313,34 @@ def sipp_command(
 ) -> list[str]:
     """The sipp argv, with every log sent to ``log_dir``."""
     cmd = [
-        "sipp", "-sf", str(scenario_path(scenario)),
-        "-i", LOCALHOST, "-p", str(port), "-mi", LOCALHOST, "-mp", str(media_port),
-        "-nostdin", "-t", "u1",
-        "-trace_stat", "-stf", str(log_dir / "stat.csv"), "-fd", "1",
-        "-trace_msg", "-message_file", str(log_dir / "messages.log"),
-        "-trace_err", "-error_file", str(log_dir / "errors.log"),
-        "-trace_screen", "-screen_file", str(log_dir / "screen.log"),
+        "sipp",
+        "-sf",
+        str(scenario_path(scenario)),
+        "-i",
+        LOCALHOST,
+        "-p",
+        str(port),
+        "-mi",
+        LOCALHOST,
+        "-mp",
+        str(media_port),
+        "-nostdin",
+        "-t",
+        "u1",
+        "-trace_stat",
+        "-stf",
+        str(log_dir / "stat.csv"),
+        "-fd",
+        "1",
+        "-trace_msg",
+        "-message_file",
+        str(log_dir / "messages.log"),
+        "-trace_err",
+        "-error_file",
+        str(log_dir / "errors.log"),
+        "-trace_screen",
+        "-screen_file",
+        str(log_dir / "screen.log"),
     ]
     if rtp_echo:
         cmd.append("-rtp_echo")
@@ -374,13 +400,20 @@ def run_sipp_uac(
         if call_length_s is None:
             call_length_s = pcap_duration(pcap) + 0.3
     cmd = sipp_command(
-        scenario, log_dir=log_dir, target=target,
+        scenario,
+        log_dir=log_dir,
+        target=target,
         port=local_port or free_udp_port(),
         # [auto_media_port] (uac_load) steps 4 ports per call up from -mp.
         media_port=media_port or free_port_block(4 * calls + 4),
-        calls=calls, rate=rate, limit=limit,
+        calls=calls,
+        rate=rate,
+        limit=limit,
         call_length_ms=None if call_length_s is None else int(call_length_s * 1000),
-        service=service, keys=all_keys, variables=variables, timeout_s=timeout,
+        service=service,
+        keys=all_keys,
+        variables=variables,
+        timeout_s=timeout,
         extra_args=extra_args,
     )
     proc = _spawn(cmd, log_dir)
@@ -392,8 +425,9 @@ def run_sipp_uac(
         timed_out = True
     finally:
         stop_process(proc)
-    return SippResult(name, cmd, proc.returncode, log_dir, timed_out,
-                      _read_stats(log_dir / "stat.csv"))
+    return SippResult(
+        name, cmd, proc.returncode, log_dir, timed_out, _read_stats(log_dir / "stat.csv")
+    )
 
 
 @dataclass
@@ -430,9 +464,14 @@ class SippUas:
     def _finish(self, timed_out: bool) -> SippResult:
         if self.result is None:
             stop_process(self.proc)
-            self.result = SippResult(self.scenario, self.command, self.proc.returncode,
-                                     self.log_dir, timed_out,
-                                     _read_stats(self.log_dir / "stat.csv"))
+            self.result = SippResult(
+                self.scenario,
+                self.command,
+                self.proc.returncode,
+                self.log_dir,
+                timed_out,
+                _read_stats(self.log_dir / "stat.csv"),
+            )
         return self.result
 
 
@@ -461,9 +500,16 @@ def start_sipp_uas(
     port = port or free_udp_port()
     media_port = media_port or free_port_block(4)
     cmd = sipp_command(
-        scenario, log_dir=log_dir, port=port, media_port=media_port, calls=calls,
+        scenario,
+        log_dir=log_dir,
+        port=port,
+        media_port=media_port,
+        calls=calls,
         call_length_ms=None if call_length_s is None else int(call_length_s * 1000),
-        keys=keys, variables=variables, rtp_echo=rtp_echo, extra_args=extra_args,
+        keys=keys,
+        variables=variables,
+        rtp_echo=rtp_echo,
+        extra_args=extra_args,
     )
     proc = _spawn(cmd, log_dir)
     uas = SippUas(name, port, media_port, log_dir, cmd, proc)
@@ -542,11 +588,18 @@ def write_baresip_config(
     """
     conf_dir.mkdir(parents=True, exist_ok=True)
     snd_dir.mkdir(parents=True, exist_ok=True)
-    (conf_dir / "config").write_text(_BARESIP_CONFIG.format(
-        ip=LOCALHOST, sip_port=sip_port, ctrl_port=ctrl_port, rtp_lo=rtp_ports[0],
-        rtp_hi=rtp_ports[1], source=source_wav.resolve(), snd_dir=snd_dir.resolve(),
-        local_timeout=local_timeout_s,
-    ))
+    (conf_dir / "config").write_text(
+        _BARESIP_CONFIG.format(
+            ip=LOCALHOST,
+            sip_port=sip_port,
+            ctrl_port=ctrl_port,
+            rtp_lo=rtp_ports[0],
+            rtp_hi=rtp_ports[1],
+            source=source_wav.resolve(),
+            snd_dir=snd_dir.resolve(),
+            local_timeout=local_timeout_s,
+        )
+    )
     mode = "auto" if auto_answer else "manual"
     (conf_dir / "accounts").write_text(
         f"<sip:{user}@{LOCALHOST}:{sip_port}>;regint=0;answermode={mode};audio_codecs=PCMU\n"
@@ -558,8 +611,17 @@ def write_baresip_config(
 class Baresip:
     """A running baresip driven over ctrl_tcp (netstring-framed JSON)."""
 
-    def __init__(self, name: str, conf_dir: Path, snd_dir: Path, log_dir: Path, user: str,
-                 sip_port: int, ctrl_port: int, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self,
+        name: str,
+        conf_dir: Path,
+        snd_dir: Path,
+        log_dir: Path,
+        user: str,
+        sip_port: int,
+        ctrl_port: int,
+        proc: subprocess.Popen[bytes],
+    ) -> None:
         self.name, self.conf_dir, self.snd_dir, self.log_dir = name, conf_dir, snd_dir, log_dir
         self.user, self.sip_port, self.ctrl_port, self.proc = user, sip_port, ctrl_port, proc
         self._sock: socket.socket | None = None
@@ -582,19 +644,24 @@ class Baresip:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise PeerError(f"baresip {self.name} exited with {self.proc.returncode}:\n"
-                                f"{_tail(self.log_dir / 'stdout.log')}")
+                raise PeerError(
+                    f"baresip {self.name} exited with {self.proc.returncode}:\n"
+                    f"{_tail(self.log_dir / 'stdout.log')}"
+                )
             try:
                 self._sock = socket.create_connection((LOCALHOST, self.ctrl_port), timeout=1.0)
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise PeerError(f"baresip {self.name}: ctrl_tcp {self.ctrl_port} "
-                                    f"not reachable within {timeout} s") from None
+                    raise PeerError(
+                        f"baresip {self.name}: ctrl_tcp {self.ctrl_port} "
+                        f"not reachable within {timeout} s"
+                    ) from None
                 time.sleep(0.05)
         self._sock.settimeout(None)
-        self._reader = threading.Thread(target=self._read_loop, name=f"baresip-{self.name}",
-                                        daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_loop, name=f"baresip-{self.name}", daemon=True
+        )
         self._reader.start()
 
     def _read_loop(self) -> None:
@@ -678,6 +745,7 @@ class Baresip:
 
         Raises PeerError on timeout or if baresip exits first.
         """
+
         def find() -> dict[str, Any] | None:
             for e in self._events[after:]:
                 if e.get("type") == type_ and (where is None or where(e)):
@@ -685,8 +753,9 @@ class Baresip:
             return None
 
         with self._cond:
-            found = self._cond.wait_for(lambda: find() is not None or self.proc.poll() is not None,
-                                        timeout)
+            found = self._cond.wait_for(
+                lambda: find() is not None or self.proc.poll() is not None, timeout
+            )
             event = find()
         if event is None:
             seen = [e.get("type") for e in self.events()]
@@ -741,9 +810,16 @@ def start_baresip(
     sip_port = sip_port or free_port_block(2, tcp=True)
     ctrl_port = ctrl_port or free_port_block(1, tcp=True)
     rtp_lo = free_port_block(8)
-    write_baresip_config(conf_dir, user=user, sip_port=sip_port, ctrl_port=ctrl_port,
-                         rtp_ports=(rtp_lo, rtp_lo + 7), source_wav=source_wav,
-                         snd_dir=snd_dir, auto_answer=auto_answer)
+    write_baresip_config(
+        conf_dir,
+        user=user,
+        sip_port=sip_port,
+        ctrl_port=ctrl_port,
+        rtp_ports=(rtp_lo, rtp_lo + 7),
+        source_wav=source_wav,
+        snd_dir=snd_dir,
+        auto_answer=auto_answer,
+    )
     proc = _spawn(["baresip", "-f", str(conf_dir)], base)
     ua = Baresip(user, conf_dir, snd_dir, base, user, sip_port, ctrl_port, proc)
     try:

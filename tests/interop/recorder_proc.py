@@ -92,6 +92,29 @@ class RecorderProcess:
                 )
             time.sleep(0.05)
 
+    def catalog(self, *args: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """`recorder <args> --json` against this recorder's catalog, polled until non-empty."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "recorder.cli",
+                    *args,
+                    "--json",
+                    "--config",
+                    str(self.policy_path),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            rows: list[dict[str, Any]] = json.loads(done.stdout) if done.returncode == 0 else []
+            if rows or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.1)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -127,6 +127,14 @@ def test_refusal_by_rfc2833_key_during_notice(
     assert recorder.events("consent.accepted") == []
     summary = one_event(recorder, "call.summary")
     assert summary["recorded"] is False and summary["consent"] == "refused"
+    # The call log says what happened and why nothing was recorded (N3, C5).
+    rows = recorder.catalog("calls", "list")
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row["consent_outcome"] == "refused" and row["consent_method"] == "dtmf-rfc4733"
+    assert row["direction"] == "inbound" and row["policy_record"] is True
+    assert "C3" in row["policy_rules"]
+    assert recorder.catalog("recordings", "list", timeout=0.5) == []
     # Barge-in: the notice stopped at the key, well before its end.
     notice = one_event(recorder, "notice.ended")
     assert 0 < notice["packets"] < notice_packets() and notice["complete"] is False

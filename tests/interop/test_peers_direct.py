@@ -91,8 +91,9 @@ def test_port_allocator_never_repeats() -> None:
 @pytest.mark.interop
 def test_sipp_uac_pcap_to_uas_echo(interop_dir: Path, prompt_pcap: Path) -> None:
     with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
-        uac = peers.run_sipp_uac("uac_pcap", pbx.target, log_dir=interop_dir, pcap=prompt_pcap,
-                                 timeout=20)
+        uac = peers.run_sipp_uac(
+            "uac_pcap", pbx.target, log_dir=interop_dir, pcap=prompt_pcap, timeout=20
+        )
         uas = pbx.wait(5)
     uac.assert_ok()
     uas.assert_ok()
@@ -107,10 +108,10 @@ def test_sipp_uac_pcap_to_uas_echo(interop_dir: Path, prompt_pcap: Path) -> None
 
 @pytest.mark.interop
 def test_sipp_uas_hangs_up(interop_dir: Path, prompt_pcap: Path) -> None:
-    with peers.start_sipp_uas("uas_bye", log_dir=interop_dir, calls=1,
-                              call_length_s=1.0) as pbx:
-        uac = peers.run_sipp_uac("uac_wait_bye", pbx.target, log_dir=interop_dir,
-                                 pcap=prompt_pcap, timeout=10)
+    with peers.start_sipp_uas("uas_bye", log_dir=interop_dir, calls=1, call_length_s=1.0) as pbx:
+        uac = peers.run_sipp_uac(
+            "uac_wait_bye", pbx.target, log_dir=interop_dir, pcap=prompt_pcap, timeout=10
+        )
         uas = pbx.wait(5)
     uac.assert_ok()
     uas.assert_ok()
@@ -123,10 +124,12 @@ def test_sipp_uas_hangs_up(interop_dir: Path, prompt_pcap: Path) -> None:
 
 @pytest.mark.interop
 def test_sipp_cancel_while_ringing(interop_dir: Path) -> None:
-    with peers.start_sipp_uas("uas_ring_forever", log_dir=interop_dir, calls=1,
-                              rtp_echo=False) as pbx:
-        uac = peers.run_sipp_uac("uac_cancel", pbx.target, log_dir=interop_dir,
-                                 call_length_s=0.3, timeout=10)
+    with peers.start_sipp_uas(
+        "uas_ring_forever", log_dir=interop_dir, calls=1, rtp_echo=False
+    ) as pbx:
+        uac = peers.run_sipp_uac(
+            "uac_cancel", pbx.target, log_dir=interop_dir, call_length_s=0.3, timeout=10
+        )
         uas = pbx.wait(5)
     uac.assert_ok()
     uas.assert_ok()
@@ -142,8 +145,7 @@ def test_sipp_cancel_while_ringing(interop_dir: Path) -> None:
 
 @pytest.mark.interop
 def test_sipp_options(interop_dir: Path) -> None:
-    with peers.start_sipp_uas("uas_options", log_dir=interop_dir, calls=1,
-                              rtp_echo=False) as pbx:
+    with peers.start_sipp_uas("uas_options", log_dir=interop_dir, calls=1, rtp_echo=False) as pbx:
         uac = peers.run_sipp_uac("uac_options", pbx.target, log_dir=interop_dir, timeout=10)
         uas = pbx.wait(5)
     uac.assert_ok()
@@ -156,9 +158,18 @@ def test_sipp_load_against_uas_echo(interop_dir: Path, prompt_pcap: Path) -> Non
     # [auto_media_port] steps by 4 per call from -mp: reserve the whole range.
     base = peers.free_port_block(4 * calls + 4)
     with peers.start_sipp_uas("uas_echo", log_dir=interop_dir) as pbx:
-        uac = peers.run_sipp_uac("uac_load", pbx.target, log_dir=interop_dir,
-                                 pcap=prompt_pcap, call_length_s=1.0, calls=calls, rate=30,
-                                 limit=calls, media_port=base, timeout=20)
+        uac = peers.run_sipp_uac(
+            "uac_load",
+            pbx.target,
+            log_dir=interop_dir,
+            pcap=prompt_pcap,
+            call_length_s=1.0,
+            calls=calls,
+            rate=30,
+            limit=calls,
+            media_port=base,
+            timeout=20,
+        )
         uas = pbx.stop()
     uac.assert_ok(calls)
     assert uas.successful == calls and uas.failed == 0, uas.describe()
@@ -173,8 +184,13 @@ def test_sipp_load_against_uas_echo(interop_dir: Path, prompt_pcap: Path) -> Non
 def test_sipp_failure_is_reported(interop_dir: Path) -> None:
     """The harness must notice a failed call: nothing listens at the target."""
     dead = peers.free_udp_port()
-    uac = peers.run_sipp_uac("uac_options", f"127.0.0.1:{dead}", log_dir=interop_dir,
-                             timeout=3, extra_args=["-max_retrans", "1", "-recv_timeout", "1s"])
+    uac = peers.run_sipp_uac(
+        "uac_options",
+        f"127.0.0.1:{dead}",
+        log_dir=interop_dir,
+        timeout=3,
+        extra_args=["-max_retrans", "1", "-recv_timeout", "1s"],
+    )
     assert uac.returncode != 0
     assert uac.successful == 0
     with pytest.raises(AssertionError):
@@ -237,8 +253,12 @@ class RecordRouteProxy:
     def _response(self, lines: list[str]) -> tuple[str, int]:
         # sipp's [last_Via:] may fold several Vias into one comma-separated line.
         first = next(i for i, h in enumerate(lines) if h.lower().startswith("via:"))
-        vias = [v.strip() for h in lines if h.lower().startswith("via:")
-                for v in h.split(":", 1)[1].split(",")]
+        vias = [
+            v.strip()
+            for h in lines
+            if h.lower().startswith("via:")
+            for v in h.split(":", 1)[1].split(",")
+        ]
         lines[:] = [h for h in lines if not h.lower().startswith("via:")]
         lines[first:first] = [f"Via: {v}" for v in vias[1:]]
         return _hostport(vias[1].split()[1])
@@ -278,12 +298,14 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 @pytest.fixture
-def proxied_uas(interop_dir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[
-        peers.SippUas, RecordRouteProxy]]:
+def proxied_uas(
+    interop_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[peers.SippUas, RecordRouteProxy]]:
     scenario, call_length = request.param
     with (
-        peers.start_sipp_uas(scenario, log_dir=interop_dir, calls=1,
-                             call_length_s=call_length) as pbx,
+        peers.start_sipp_uas(
+            scenario, log_dir=interop_dir, calls=1, call_length_s=call_length
+        ) as pbx,
         RecordRouteProxy(("127.0.0.1", pbx.port)) as proxy,
     ):
         yield pbx, proxy
@@ -297,12 +319,20 @@ def proxied_uas(interop_dir: Path, request: pytest.FixtureRequest) -> Iterator[t
     ids=["caller-hangs-up", "callee-hangs-up"],
 )
 def test_dialog_stays_on_record_routing_proxy(
-    interop_dir: Path, prompt_pcap: Path, proxied_uas: tuple[peers.SippUas, RecordRouteProxy],
+    interop_dir: Path,
+    prompt_pcap: Path,
+    proxied_uas: tuple[peers.SippUas, RecordRouteProxy],
     uac_scenario: str,
 ) -> None:
     pbx, proxy = proxied_uas
-    uac = peers.run_sipp_uac(uac_scenario, proxy.target, log_dir=interop_dir, pcap=prompt_pcap,
-                             call_length_s=0.5, timeout=10)
+    uac = peers.run_sipp_uac(
+        uac_scenario,
+        proxy.target,
+        log_dir=interop_dir,
+        pcap=prompt_pcap,
+        call_length_s=0.5,
+        timeout=10,
+    )
     uas = pbx.wait(5)
     assert proxy.errors == []
     uac.assert_ok()
@@ -317,9 +347,13 @@ def test_dialog_stays_on_record_routing_proxy(
 
 
 @pytest.mark.interop
-def test_baresip_to_baresip_audio(interop_dir: Path, prompt_wav: Path,
-                                  prompt_padded_wav: Path, agent_wav: Path,
-                                  agent_long_wav: Path) -> None:
+def test_baresip_to_baresip_audio(
+    interop_dir: Path,
+    prompt_wav: Path,
+    prompt_padded_wav: Path,
+    agent_wav: Path,
+    agent_long_wav: Path,
+) -> None:
     with (
         peers.start_baresip(interop_dir, user="callee", source_wav=agent_long_wav) as callee,
         peers.start_baresip(interop_dir, user="caller", source_wav=prompt_padded_wav) as caller,
@@ -342,12 +376,19 @@ def test_baresip_to_baresip_audio(interop_dir: Path, prompt_wav: Path,
 
 
 @pytest.mark.interop
-def test_sipp_pcap_to_baresip_audio(interop_dir: Path, prompt_wav: Path, prompt_pcap: Path,
-                                    agent_long_wav: Path) -> None:
+def test_sipp_pcap_to_baresip_audio(
+    interop_dir: Path, prompt_wav: Path, prompt_pcap: Path, agent_long_wav: Path
+) -> None:
     """The pcap made by make_pcap.py is real PCMU a real phone decodes to the prompt."""
     with peers.start_baresip(interop_dir, user="callee", source_wav=agent_long_wav) as callee:
-        uac = peers.run_sipp_uac("uac_pcap", callee.target, service="callee",
-                                 log_dir=interop_dir, pcap=prompt_pcap, timeout=20)
+        uac = peers.run_sipp_uac(
+            "uac_pcap",
+            callee.target,
+            service="callee",
+            log_dir=interop_dir,
+            pcap=prompt_pcap,
+            timeout=20,
+        )
         callee.wait_event("CALL_CLOSED", timeout=5)
         got = callee.received_wav()
     uac.assert_ok()
@@ -358,8 +399,9 @@ def test_sipp_pcap_to_baresip_audio(interop_dir: Path, prompt_wav: Path, prompt_
 @pytest.mark.interop
 def test_sipp_options_to_baresip(interop_dir: Path, agent_long_wav: Path) -> None:
     with peers.start_baresip(interop_dir, user="callee", source_wav=agent_long_wav) as callee:
-        uac = peers.run_sipp_uac("uac_options", callee.target, service="callee",
-                                 log_dir=interop_dir, timeout=10)
+        uac = peers.run_sipp_uac(
+            "uac_options", callee.target, service="callee", log_dir=interop_dir, timeout=10
+        )
     uac.assert_ok()
 
 
@@ -385,10 +427,16 @@ def test_sipp_dtmf_to_baresip(interop_dir: Path, agent_long_wav: Path) -> None:
     if not dtmf.is_file():
         pytest.fail(f"{dtmf} missing: the sip-tester package should ship it")
     with peers.start_baresip(interop_dir, user="callee", source_wav=agent_long_wav) as callee:
-        uac = peers.run_sipp_uac("uac_dtmf", callee.target, service="callee",
-                                 log_dir=interop_dir, keys={"dtmf": str(dtmf)},
-                                 variables={"dtmf_delay_ms": "800"}, call_length_s=0.5,
-                                 timeout=10)
+        uac = peers.run_sipp_uac(
+            "uac_dtmf",
+            callee.target,
+            service="callee",
+            log_dir=interop_dir,
+            keys={"dtmf": str(dtmf)},
+            variables={"dtmf_delay_ms": "800"},
+            call_length_s=0.5,
+            timeout=10,
+        )
         up = callee.wait_event("CALL_ESTABLISHED", timeout=1)
         key = callee.wait_event("CALL_DTMF_START", timeout=1)
         callee.wait_event("CALL_CLOSED", timeout=5)

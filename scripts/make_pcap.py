@@ -90,8 +90,17 @@ def _ip_checksum(header: bytes) -> int:
 def _frame(payload: bytes, src_port: int, dst_port: int, ident: int) -> bytes:
     udp_len = 8 + len(payload)
     ip_wo_sum = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0xB8, 20 + udp_len, ident & 0xFFFF, 0, 64, 17, 0,
-        bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]),
+        "!BBHHHBBH4s4s",
+        0x45,
+        0xB8,
+        20 + udp_len,
+        ident & 0xFFFF,
+        0,
+        64,
+        17,
+        0,
+        bytes([127, 0, 0, 1]),
+        bytes([127, 0, 0, 1]),
     )
     ip = ip_wo_sum[:10] + struct.pack("!H", _ip_checksum(ip_wo_sum)) + ip_wo_sum[12:]
     # UDP checksum 0 means "not computed", which IPv4 allows and sipp ignores.
@@ -105,9 +114,7 @@ def rtp_payloads(pcm: npt.NDArray[np.int16], codec: str) -> list[bytes]:
     pad = (-len(pcm)) % SAMPLES_PER_PACKET
     pcm = np.concatenate([pcm, np.zeros(pad, dtype=np.int16)])
     encoded = ulaw_encode(pcm) if codec == "pcmu" else alaw_encode(pcm)
-    return [
-        encoded[i : i + SAMPLES_PER_PACKET] for i in range(0, len(encoded), SAMPLES_PER_PACKET)
-    ]
+    return [encoded[i : i + SAMPLES_PER_PACKET] for i in range(0, len(encoded), SAMPLES_PER_PACKET)]
 
 
 def write_rtp_pcap(
@@ -125,10 +132,17 @@ def write_rtp_pcap(
     frames = rtp_payloads(pcm, codec)
     for i, body in enumerate(frames):
         marker = 0x80 if i == 0 else 0x00  # first packet of a talkspurt
-        rtp = struct.pack(
-            "!BBHII", 0x80, marker | pt, (first_seq + i) & 0xFFFF,
-            (first_ts + i * SAMPLES_PER_PACKET) & 0xFFFFFFFF, ssrc,
-        ) + body
+        rtp = (
+            struct.pack(
+                "!BBHII",
+                0x80,
+                marker | pt,
+                (first_seq + i) & 0xFFFF,
+                (first_ts + i * SAMPLES_PER_PACKET) & 0xFFFFFFFF,
+                ssrc,
+            )
+            + body
+        )
         frame = _frame(rtp, 6000, 6000, i)
         t_us = t0_us + i * 20_000
         records.append(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from recorder.b2bua import B2bua, Call, SipSideRuntime
@@ -15,6 +17,9 @@ from recorder.logs import get_logger
 from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
 from recorder.policy import Policy, PolicyError, load_policy
+from recorder.recording.repair import repair_all
+from recorder.recording.writer import RecordingWriterClient
+from recorder.recording_glue import Recorder
 from recorder.sdnotify import Notifier, start_watchdog, stop_watchdog
 from sip.asyncio.endpoint import SipEndpoint
 from sip.transaction import TimerConfig, TransactionEvent
@@ -88,6 +93,7 @@ class Service:
         self.b2bua: B2bua | None = None
         self.stopped = asyncio.Event()
         self.catalog: AsyncCatalog | None = None
+        self.writer: RecordingWriterClient | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -96,6 +102,10 @@ class Service:
         # The catalog is migrated before the first call can be logged into it.
         await loop.run_in_executor(None, upgrade, config.storage.database)
         self.catalog = await AsyncCatalog.open(config.storage.database)
+        call_log = CallLog(self.catalog)
+        await self._recover_recordings(call_log)
+        self.writer = RecordingWriterClient()
+        await self.writer.start()
         timers = TimerConfig(t1=config.timers.t1, t2=config.timers.t2, t4=config.timers.t4)
         runtimes: dict[str, SipSideRuntime] = {}
 
@@ -122,12 +132,27 @@ class Service:
         def media_of(call: Call) -> ControllableMedia | None:
             return call.media if isinstance(call.media, RelayAnchor) else None
 
+        def legs_of(call: Call) -> tuple[MediaLeg, MediaLeg] | None:
+            if not isinstance(call.media, RelayAnchor):
+                return None
+            return call.media.session.leg_a, call.media.session.leg_b
+
+        recorder = Recorder(
+            self.writer,
+            call_log,
+            config.storage.dir,
+            lambda: self.policy,
+            legs_of,
+            lambda: datetime.now(UTC),
+        )
+
         self.controller = CallController(
             self.policy,
             policy_dir=config.path.resolve().parent,
             media_of=media_of,
             on_change=self._rearm,
-            call_log=CallLog(self.catalog),
+            call_log=call_log,
+            recording_factory=recorder.start,
         )
         self.b2bua = B2bua(
             runtimes["external"],
@@ -145,6 +170,28 @@ class Service:
             internal=f"{config.internal.listen[0]}:{config.internal.listen[1]}",
             media_ports=f"{config.media.port_first}-{config.media.port_last}",
         )
+
+    async def _recover_recordings(self, call_log: CallLog) -> None:
+        """Nothing recorded is lost to a crash: repair every `.part`, then fix the catalog."""
+        assert self._loop is not None
+        storage = self.config.storage.dir
+        report = await self._loop.run_in_executor(None, repair_all, storage)
+        for part, error in report.errors:
+            log.error("recording.repair_failed", part=str(part), error=error)
+        repaired = [
+            {
+                "final": str(Path(str(item.part).removesuffix(".part"))),
+                "path": str(item.path),
+                "name": item.path.name,
+                "sha256": item.sha256,
+                "size": item.size,
+                "duration": item.duration_s,
+            }
+            for item in report.repaired
+        ]
+        counts = await call_log.reconcile_after_crash(repaired, datetime.now(UTC))
+        if report.repaired or counts["failed"]:
+            log.warning("recording.recovered", repaired=len(report.repaired), **counts)
 
     def _rearm(self) -> None:
         assert self._loop is not None and self.b2bua is not None
@@ -227,6 +274,8 @@ class Service:
             endpoint.close()
         for endpoint in self.endpoints.values():
             await endpoint.wait_closed()
+        if self.writer is not None:
+            await self.writer.aclose()
         if self.catalog is not None:
             await self.catalog.close()
         log.info("service.stopped", ports_in_use=self.pool.allocated_count)

@@ -1,0 +1,329 @@
+"""Sans-IO stereo timeline: RTP packets of two parties in, aligned int16 stereo blocks out.
+
+Placement rules (issue 6):
+
+- A packet lands where its RTP timestamp says, relative to its channel's
+  anchor; lost packets leave silence of the right length, reordered ones fall
+  in place as long as they come before the commit horizon (`now` minus the
+  jitter window).
+- A channel is anchored by arrival time, relative to the timeline's origin
+  (the first audio packet of either party): on its first packet, on an SSRC
+  change, and on a timestamp jump (more than `max_jump` away from what the
+  arrival time predicts, or backwards while the sequence number moves
+  forward). Anchoring one channel never moves the other.
+- Sender clock drift: placing by timestamp alone would let a channel whose
+  sender clock runs 50 ppm off slide 180 ms in an hour. Each channel watches
+  the smallest (arrival - placement) over `drift_window`; the minimum filters
+  out network jitter, which only ever delays. When it has moved by
+  `drift_tolerance` or more, the channel's anchor is moved by that much
+  (silence inserted, or the overlapped head of the next packets dropped), so
+  both channels stay within about one packet of the recorder's clock and of
+  each other. Below the tolerance nothing is touched, so a drift-free call is
+  reproduced sample for sample.
+- Only PCMU (PT 0) and PCMA (PT 8) are audio. Comfort noise (PT 13), RFC 4733
+  telephone events and anything else is skipped (silence where it was).
+- Paused intervals are silence in the output, and audio that arrives while
+  paused is not even kept in memory.
+
+Output ends at the end of the last audio received (never padded to `now`), so
+the file's duration is the media's duration. Times are monotonic seconds, the
+same clock as the relay's arrival times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from consent.g711 import ALAW_DECODE, ULAW_DECODE
+from recorder.media.rtp import RTP_HEADER, payload_bounds
+
+StereoBlock = npt.NDArray[np.int16]
+
+PT_PCMU: Final = 0
+PT_PCMA: Final = 8
+CLOCK_RATE: Final = 8000
+
+_DECODE: Final = {PT_PCMU: ULAW_DECODE, PT_PCMA: ALAW_DECODE}
+_EMPTY: Final = np.zeros((0, 2), dtype=np.int16)
+_EMPTY.flags.writeable = False
+
+
+@dataclass(slots=True)
+class TimelineStats:
+    """What became of the packets given to `add`."""
+
+    packets: int = 0
+    late: int = 0  # arrived after their place had been written
+    skipped_non_audio: int = 0  # CN, telephone-event, unknown PTs
+    dropped_paused: int = 0
+    malformed: int = 0
+    reanchors: int = 0  # SSRC changes and timestamp jumps after the first anchor
+    drift_corrections: int = 0
+
+
+class _Channel:
+    __slots__ = (
+        "end",
+        "last_pos",
+        "last_seq",
+        "last_ts",
+        "pending",
+        "ssrc",
+        "window_end",
+        "window_min",
+    )
+
+    def __init__(self) -> None:
+        self.ssrc: int | None = None
+        self.last_ts = 0  # timestamp of the newest packet...
+        self.last_pos = 0  # ...and the sample position it was placed at
+        self.last_seq = 0
+        self.end = 0  # end of the furthest audio placed on this channel
+        self.window_min = math.inf
+        self.window_end = 0
+        # (position, payload type, payload) waiting for the commit horizon.
+        self.pending: list[tuple[int, int, bytes]] = []
+
+
+class StereoTimeline:
+    """One call's two channels (0 = left = external party, 1 = right = agent side)."""
+
+    def __init__(
+        self,
+        *,
+        jitter_window: float = 0.1,
+        max_jump: float = 1.0,
+        drift_tolerance: float = 0.01,
+        drift_window: float = 10.0,
+        clock_rate: int = CLOCK_RATE,
+    ) -> None:
+        if jitter_window < 0 or max_jump <= 0 or drift_tolerance <= 0 or drift_window <= 0:
+            raise ValueError("timeline windows must be positive")
+        self.rate = clock_rate
+        self._hold = round(jitter_window * clock_rate)
+        self._jump = round(max_jump * clock_rate)
+        self._drift_tolerance = round(drift_tolerance * clock_rate)
+        self._drift_window = round(drift_window * clock_rate)
+        self._channels = (_Channel(), _Channel())
+        self.origin: float | None = None
+        self.committed = 0  # samples written out so far
+        self._audio_end = 0
+        # Monotonic times; an open pause has end None.
+        self._pauses: list[tuple[float, float | None]] = []
+        self.finished = False
+        self.stats = TimelineStats()
+
+    # --- input --------------------------------------------------------------
+
+    def add(self, channel: int, packet: bytes, arrival: float) -> None:
+        stats = self.stats
+        stats.packets += 1
+        if len(packet) < 12:
+            stats.malformed += 1
+            return
+        pt = packet[1] & 0x7F
+        if pt != PT_PCMU and pt != PT_PCMA:
+            stats.skipped_non_audio += 1
+            return
+        if self._pauses and self._paused_at(arrival):
+            stats.dropped_paused += 1
+            return
+        if packet[0] == 0x80:  # no CSRC, extension or padding: nearly every packet
+            start, stop = 12, len(packet)
+        else:
+            try:
+                start, stop = payload_bounds(packet)
+            except ValueError:
+                stats.malformed += 1
+                return
+        if start == stop:
+            return
+        _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(packet)
+        origin = self.origin
+        if origin is None:
+            origin = self.origin = arrival
+        apos = round((arrival - origin) * self.rate)
+        ch = self._channels[channel]
+        if ch.ssrc != ssrc:
+            pos = self._anchor(ch, ssrc, seq, ts, apos)
+        else:
+            # ts_diff and seq_diff, inlined: this runs for every packet.
+            delta_ts = ((ts - ch.last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            pos = ch.last_pos + delta_ts
+            offset = apos - pos
+            newer = 0 < ((seq - ch.last_seq) & 0xFFFF) < 0x8000
+            if newer and (abs(offset) > self._jump or delta_ts < -self._hold):
+                stats.reanchors += 1
+                pos = self._anchor(ch, ssrc, seq, ts, apos)
+            else:
+                if delta_ts > 0:
+                    ch.last_ts = ts
+                    ch.last_pos = pos
+                if newer:
+                    ch.last_seq = seq
+                self._track_drift(ch, offset, apos)
+        end = pos + stop - start
+        if end <= self.committed:
+            stats.late += 1
+            return
+        ch.pending.append((pos, pt, packet[start:stop]))
+        if end > ch.end:
+            ch.end = end
+            if end > self._audio_end:
+                self._audio_end = end
+
+    def _anchor(self, ch: _Channel, ssrc: int, seq: int, ts: int, apos: int) -> int:
+        # Never before what this channel already holds: a new stream that
+        # overlapped the old one's tail would overwrite audio.
+        pos = max(apos, ch.end)
+        ch.ssrc = ssrc
+        ch.last_ts = ts
+        ch.last_pos = pos
+        ch.last_seq = seq
+        ch.window_min = apos - pos
+        ch.window_end = apos + self._drift_window
+        return pos
+
+    def _track_drift(self, ch: _Channel, offset: int, apos: int) -> None:
+        if offset < ch.window_min:
+            ch.window_min = offset
+        if apos < ch.window_end:
+            return
+        drift = ch.window_min
+        if abs(drift) >= self._drift_tolerance:
+            # int() because window_min starts as a float infinity.
+            ch.last_pos += int(drift)
+            self.stats.drift_corrections += 1
+        ch.window_min = math.inf
+        ch.window_end = apos + self._drift_window
+
+    def pause(self, at: float) -> None:
+        if self._pauses and self._pauses[-1][1] is None:
+            return
+        self._pauses.append((at, None))
+
+    def resume(self, at: float) -> None:
+        if self._pauses and self._pauses[-1][1] is None:
+            start = self._pauses[-1][0]
+            self._pauses[-1] = (start, max(at, start))
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._pauses) and self._pauses[-1][1] is None
+
+    def _paused_at(self, t: float) -> bool:
+        # Arrivals are nearly ordered, so the newest interval decides almost always.
+        for start, end in reversed(self._pauses):
+            if t >= start and (end is None or t < end):
+                return True
+            if end is not None and t >= end:
+                return False
+        return False
+
+    # --- output -------------------------------------------------------------
+
+    def flush(self, now: float) -> StereoBlock:
+        """Audio that can no longer change: up to `now` minus the jitter window.
+
+        Never past the furthest audio received, so trailing silence is only
+        written once audio follows it (or not at all).
+        """
+        if self.origin is None or self.finished:
+            return _EMPTY
+        horizon = min(round((now - self.origin) * self.rate) - self._hold, self._audio_end)
+        return self._commit(horizon)
+
+    def finish(self, now: float) -> StereoBlock:
+        """Everything still held, both channels to the same length; the timeline is then closed."""
+        if self.finished:
+            return _EMPTY
+        block = _EMPTY if self.origin is None else self._commit(self._audio_end)
+        if self._pauses and self._pauses[-1][1] is None:
+            self.resume(now)
+        self.finished = True
+        return block
+
+    def _commit(self, horizon: int) -> StereoBlock:
+        committed = self.committed
+        count = horizon - committed
+        if count <= 0:
+            return _EMPTY
+        out = np.zeros((count, 2), dtype=np.int16)
+        for index, ch in enumerate(self._channels):
+            if ch.pending:
+                self._place(ch, out, index, committed, horizon)
+        for start, end in self._pause_spans():
+            a = max(start, committed)
+            b = min(end, horizon)
+            if a < b:
+                out[a - committed : b - committed] = 0
+        self.committed = horizon
+        return out
+
+    @staticmethod
+    def _place(ch: _Channel, out: StereoBlock, column: int, committed: int, horizon: int) -> None:
+        ready: dict[int, list[tuple[int, bytes]]] = {}
+        keep: list[tuple[int, int, bytes]] = []
+        for item in ch.pending:
+            pos, pt, payload = item
+            if pos >= horizon:
+                keep.append(item)
+                continue
+            group = ready.get(pt)
+            if group is None:
+                group = ready[pt] = []
+            group.append((pos, payload))
+            if pos + len(payload) > horizon:
+                keep.append((horizon, pt, payload[horizon - pos :]))
+        ch.pending = keep
+        target = out[:, column]
+        for pt, items in ready.items():
+            # One table lookup for all of this channel's packets of this codec.
+            decoded = _DECODE[pt][np.frombuffer(b"".join([p for _, p in items]), dtype=np.uint8)]
+            offset = 0
+            for pos, payload in items:
+                size = len(payload)
+                if pos >= committed and pos + size <= horizon:
+                    target[pos - committed : pos - committed + size] = decoded[
+                        offset : offset + size
+                    ]
+                else:  # straddles the committed point or the horizon
+                    a = max(pos, committed)
+                    b = min(pos + size, horizon)
+                    if a < b:
+                        target[a - committed : b - committed] = decoded[
+                            offset + a - pos : offset + b - pos
+                        ]
+                offset += size
+
+    def _pause_spans(self) -> list[tuple[int, int]]:
+        """Paused intervals in samples from the origin; an open one runs to the end of time."""
+        origin = self.origin
+        if origin is None:
+            return []
+        spans = []
+        for start, end in self._pauses:
+            a = max(0, round((start - origin) * self.rate))
+            b = (1 << 62) if end is None else round((end - origin) * self.rate)
+            if b > a:
+                spans.append((a, b))
+        return spans
+
+    def pauses(self) -> list[tuple[float, float]]:
+        """Paused intervals in seconds from the start of the output, clipped to what was written."""
+        length = self.committed
+        result = []
+        for a, b in self._pause_spans():
+            b = min(b, length)
+            if a < b:
+                result.append((a / self.rate, b / self.rate))
+        return result
+
+    @property
+    def duration(self) -> float:
+        return self.committed / self.rate

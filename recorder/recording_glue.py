@@ -1,0 +1,164 @@
+"""Starts and stops the recording of a consenting call, and catalogs its files.
+
+The writer process (recorder.recording.writer) owns the files; this module decides
+their directory and name from the policy (N1, N2), attaches the taps to the call's two
+media legs (left = the external party, right = the agent side) and reports the outcome
+to the call log with the policy's expiry (D1-D5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from recorder.b2bua import Call
+from recorder.call_log import CallLog
+from recorder.calls import CallState
+from recorder.logs import get_logger
+from recorder.media.relay import MediaLeg
+from recorder.policy import Policy
+from recorder.recording.naming import day_directory, render_stem
+from recorder.recording.tap import CallRecording
+from recorder.recording.writer import RecordingResult, RecordingWriterClient
+
+log = get_logger("recorder.recording")
+
+LegsOf = Callable[[Call], tuple[MediaLeg, MediaLeg] | None]  # (leg A, leg B)
+
+
+class ActiveRecording:
+    """The controller's handle on one call's recording."""
+
+    def __init__(self, owner: Recorder, call: Call, recording: CallRecording) -> None:
+        self.owner = owner
+        self.call = call
+        self.recording = recording
+        self.stopped = False
+
+    def pause(self) -> None:
+        self.recording.pause()
+
+    def resume(self) -> None:
+        self.recording.resume()
+
+    def stop(self, now: float) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        future = self.recording.stop()
+        future.add_done_callback(lambda done: self.owner.finished(self.call, done))
+
+
+class Recorder:
+    def __init__(
+        self,
+        client: RecordingWriterClient,
+        call_log: CallLog | None,
+        storage_dir: Path,
+        policy: Callable[[], Policy],
+        legs_of: LegsOf,
+        wall_clock: Callable[[], datetime],
+    ) -> None:
+        self.client = client
+        self.call_log = call_log
+        self.storage_dir = storage_dir
+        self.policy = policy
+        self.legs_of = legs_of
+        self.wall_clock = wall_clock
+        self.arrivals: dict[str, datetime] = {}
+        self.active: dict[str, ActiveRecording] = {}
+
+    def start(self, call: Call, state: CallState, now: float) -> ActiveRecording | None:
+        legs = self.legs_of(call)
+        if legs is None:
+            return None
+        leg_a, leg_b = legs
+        external, agent = (leg_a, leg_b) if call.direction == "inbound" else (leg_b, leg_a)
+        policy = self.policy()
+        tz = policy.timezone
+        extension = self._extension(call)
+        directory = day_directory(self.storage_dir, state.arrived, tz=tz)
+        stem = render_stem(
+            policy.naming.template,
+            arrival=state.arrived,
+            agent=state.agent or policy.naming.unknown,
+            extension=extension or policy.naming.unknown,
+            call_id=call.id,
+            tz=tz,
+        )
+        recording = CallRecording(
+            self.client, call.id, external=external, agent=agent, directory=directory, stem=stem
+        )
+        opened = recording.start()
+        self.arrivals[call.id] = state.arrived
+        active = ActiveRecording(self, call, recording)
+        self.active[call.id] = active
+        opened.add_done_callback(lambda done: self._opened(call, done))
+        log.info("recording.started", call_id=call.id, name=stem)
+        return active
+
+    def _extension(self, call: Call) -> str | None:
+        if call.direction == "outbound":
+            return call.a_invite.from_.uri.user
+        answer = call.info.get("b_answer")
+        if answer is not None:
+            contacts = answer.contact
+            if contacts and contacts[0].uri.user:
+                return str(contacts[0].uri.user)
+        return call.a_invite.uri.user
+
+    def _opened(self, call: Call, done: asyncio.Future[Path | None]) -> None:
+        path = done.result() if not done.cancelled() and done.exception() is None else None
+        if path is None:
+            log.error("recording.open_failed", call_id=call.id)
+            return
+        if self.call_log is not None:
+            self.call_log.recording_started(
+                call.id, name=path.name, path=str(path), format="pcm16", at=self.wall_clock()
+            )
+
+    def finished(self, call: Call, done: asyncio.Future[RecordingResult]) -> None:
+        self.active.pop(call.id, None)
+        arrived = self.arrivals.pop(call.id, None)
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            log.error("recording.failed", call_id=call.id, error=type(error).__name__)
+            return
+        result = done.result()
+        files: list[dict[str, Any]] = [
+            {
+                "path": str(f.path),
+                "name": f.path.name,
+                "sha256": f.sha256,
+                "size": f.size,
+                "duration": f.duration_s,
+                "pauses": [list(p) for p in f.pauses],
+                "state": f.state,
+                "format": f.format,
+            }
+            for f in result.files
+        ]
+        expires = None
+        if arrived is not None:
+            expires = self.policy().expiry("recordings", arrived)
+        for info in files:
+            log.info(
+                "recording.finalized",
+                call_id=call.id,
+                name=info["name"],
+                state=info["state"],
+                duration=round(info["duration"], 3),
+                sha256=info["sha256"][:16],
+                dropped=result.dropped_packets,
+            )
+        if result.error:
+            log.error("recording.incomplete", call_id=call.id, error=result.error)
+        if self.call_log is not None:
+            self.call_log.recording_done(
+                call.id, at=self.wall_clock(), files=files, error=result.error, expires_at=expires
+            )

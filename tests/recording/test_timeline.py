@@ -1,0 +1,332 @@
+"""StereoTimeline, driven by hand: synthetic RTP, explicit arrival times, no clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from consent.g711 import ALAW_DECODE, ULAW_DECODE
+from recorder.media.rtp import build_packet
+from recorder.recording.timeline import StereoTimeline
+
+T0 = 1000.0  # monotonic seconds of the first packet
+FRAME = 160  # samples per 20 ms packet
+
+
+def payload(rng: np.random.Generator, size: int = FRAME) -> bytes:
+    # Codes 0x00-0x7E only: never a mu-law "zero", so that silence is distinguishable.
+    return bytes(rng.integers(0, 0x7F, size, dtype=np.uint8))
+
+
+class Sender:
+    def __init__(self, ssrc: int, ts: int = 12345, seq: int = 100, pt: int = 0) -> None:
+        self.ssrc = ssrc
+        self.ts = ts
+        self.seq = seq
+        self.pt = pt
+
+    def next(self, data: bytes, *, pt: int | None = None) -> bytes:
+        packet = build_packet(
+            self.pt if pt is None else pt, self.seq & 0xFFFF, self.ts & 0xFFFFFFFF, self.ssrc, data
+        )
+        self.seq += 1
+        self.ts += FRAME
+        return packet
+
+
+def collect(timeline: StereoTimeline, events: list[tuple[float, int, bytes]]) -> np.ndarray:
+    """Feed (arrival, channel, packet) in the order given, flushing every 100 ms."""
+    blocks = []
+    next_flush = T0
+    for arrival, channel, packet in events:
+        while arrival >= next_flush:
+            blocks.append(timeline.flush(next_flush))
+            next_flush += 0.1
+        timeline.add(channel, packet, arrival)
+    last = events[-1][0] if events else T0
+    blocks.append(timeline.flush(last))
+    blocks.append(timeline.finish(last))
+    for block in blocks:
+        assert block.dtype == np.int16 and block.ndim == 2 and block.shape[1] == 2
+    return np.concatenate(blocks)
+
+
+def place(expected: npt.NDArray[np.int16], pos: int, data: bytes, table: np.ndarray) -> None:
+    expected[pos : pos + len(data)] = table[np.frombuffer(data, dtype=np.uint8)]
+
+
+def test_in_order_packets_are_decoded_in_place_on_their_channel() -> None:
+    rng = np.random.default_rng(1)
+    left, right = Sender(1), Sender(2, ts=999, pt=8)
+    events = []
+    expected = np.zeros((50 * FRAME + 8, 2), dtype=np.int16)
+    for k in range(50):
+        a, b = payload(rng), payload(rng)
+        events.append((T0 + k * 0.02, 0, left.next(a)))
+        events.append((T0 + k * 0.02 + 0.001, 1, right.next(b)))
+        place(expected[:, 0], k * FRAME, a, ULAW_DECODE)
+        place(expected[:, 1], k * FRAME + 8, b, ALAW_DECODE)  # 1 ms later = 8 samples
+    out = collect(StereoTimeline(), events)
+    assert out.shape == expected.shape
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_lost_packets_leave_silence_of_their_length_and_the_rest_stays_in_place() -> None:
+    rng = np.random.default_rng(2)
+    sender = Sender(7)
+    events = []
+    expected = np.zeros(40 * FRAME, dtype=np.int16)
+    for k in range(40):
+        data = payload(rng)
+        packet = sender.next(data)
+        if k in (3, 4, 17):
+            continue
+        events.append((T0 + k * 0.02, 0, packet))
+        place(expected, k * FRAME, data, ULAW_DECODE)
+    timeline = StereoTimeline()
+    out = collect(timeline, events)
+    np.testing.assert_array_equal(out[:, 0], expected)
+    assert not out[3 * FRAME : 5 * FRAME, 0].any()
+    assert timeline.stats.late == 0
+
+
+def test_reordered_packets_within_the_window_land_in_place() -> None:
+    rng = np.random.default_rng(3)
+    sender = Sender(7)
+    packets = [(k, sender.next(d), d) for k, d in ((k, payload(rng)) for k in range(30))]
+    expected = np.zeros(30 * FRAME, dtype=np.int16)
+    for k, _, data in packets:
+        place(expected, k * FRAME, data, ULAW_DECODE)
+    # 11 overtakes 10, 21 arrives 60 ms late (behind 22, 23, 24).
+    order = list(range(30))
+    order[10], order[11] = 11, 10
+    order.remove(21)
+    order.insert(24, 21)
+    events = [(T0 + i * 0.02 + 0.002 * (k != i), 0, packets[k][1]) for i, k in enumerate(order)]
+    # Arrival times must not go backwards in the feed; make them follow the new order.
+    events = [(T0 + i * 0.02, 0, p) for i, (_, _, p) in enumerate(events)]
+    timeline = StereoTimeline(jitter_window=0.1)
+    out = collect(timeline, events)
+    np.testing.assert_array_equal(out[:, 0], expected)
+    assert timeline.stats.late == 0
+
+
+def test_packet_later_than_the_window_is_dropped_and_counted() -> None:
+    rng = np.random.default_rng(4)
+    sender = Sender(7)
+    packets = [sender.next(payload(rng)) for _ in range(60)]
+    events = [(T0 + k * 0.02, 0, p) for k, p in enumerate(packets) if k != 5]
+    events.append((T0 + 60 * 0.02, 0, packets[5]))  # 1.1 s late
+    timeline = StereoTimeline(jitter_window=0.06)
+    out = collect(timeline, events)
+    assert timeline.stats.late == 1
+    assert not out[5 * FRAME : 6 * FRAME, 0].any()
+    assert len(out) == 60 * FRAME
+
+
+def _two_channels(
+    change: str,
+) -> tuple[np.ndarray, np.ndarray, StereoTimeline]:
+    """Left changes stream after 50 packets; right runs steadily. Returns out, right's expected."""
+    rng = np.random.default_rng(5)
+    left, right = Sender(1), Sender(2)
+    events = []
+    right_expected = np.zeros(150 * FRAME + 40, dtype=np.int16)
+    for k in range(150):
+        t = T0 + k * 0.02
+        if k == 50:
+            if change == "ssrc":
+                left = Sender(99, ts=4_000_000_000, seq=65530)
+            elif change == "jump":
+                left.ts += 3_000_000
+            elif change == "back":
+                left.ts -= 40_000
+            elif change == "small-back":  # 230 ms back: only the sequence number tells
+                left.ts -= 2_000
+        if k < 50 or k >= 75:  # left pauses for 0.5 s around the change
+            events.append((t, 0, left.next(payload(rng))))
+        data = payload(rng)
+        events.append((t + 0.005, 1, right.next(data)))
+        place(right_expected, k * FRAME + 40, data, ULAW_DECODE)
+    timeline = StereoTimeline()
+    return collect(timeline, events), right_expected, timeline
+
+
+@pytest.mark.parametrize("change", ["ssrc", "jump", "back", "small-back"])
+def test_stream_change_reanchors_one_channel_by_arrival_and_never_moves_the_other(
+    change: str,
+) -> None:
+    out, right_expected, timeline = _two_channels(change)
+    np.testing.assert_array_equal(out[:, 1], right_expected)
+    left = out[:, 0]
+    # The new stream starts where its first packet arrived (packet 75 = 1.5 s).
+    assert left[: 50 * FRAME].all()
+    assert not left[50 * FRAME : 75 * FRAME].any()
+    assert left[75 * FRAME : 150 * FRAME].all()
+    assert timeline.stats.reanchors == (0 if change == "ssrc" else 1)
+    assert len(out) == 150 * FRAME + 40
+
+
+def test_silence_suppression_gap_with_consistent_timestamps_is_not_a_jump() -> None:
+    rng = np.random.default_rng(6)
+    sender = Sender(3)
+    expected = np.zeros(400 * FRAME, dtype=np.int16)
+    events = []
+    for k in range(400):
+        data = payload(rng)
+        packet = sender.next(data)
+        if 100 <= k < 300:  # 4 s of DTX: timestamps still advance
+            continue
+        events.append((T0 + k * 0.02, 0, packet))
+        place(expected, k * FRAME, data, ULAW_DECODE)
+    timeline = StereoTimeline()
+    out = collect(timeline, events)
+    np.testing.assert_array_equal(out[:, 0], expected)
+    assert timeline.stats.reanchors == 0
+
+
+def test_comfort_noise_and_telephone_events_are_not_audio() -> None:
+    rng = np.random.default_rng(7)
+    sender = Sender(3)
+    events = []
+    for k in range(20):
+        if 5 <= k < 8:
+            pkt = sender.next(b"\x40", pt=13)
+        elif 10 <= k < 13:
+            pkt = sender.next(b"\x05\x0a\x00\xa0", pt=101)
+        else:
+            pkt = sender.next(payload(rng))
+        events.append((T0 + k * 0.02, 0, pkt))
+    timeline = StereoTimeline()
+    out = collect(timeline, events)
+    assert timeline.stats.skipped_non_audio == 6
+    assert not out[5 * FRAME : 8 * FRAME].any()
+    assert not out[10 * FRAME : 13 * FRAME].any()
+    assert out[13 * FRAME : 14 * FRAME, 0].any()
+    assert len(out) == 20 * FRAME
+
+
+def test_malformed_packets_are_counted_not_raised() -> None:
+    timeline = StereoTimeline()
+    timeline.add(0, b"\x80\x00", T0)
+    timeline.add(0, b"\x00" * 20, T0)  # version 0
+    timeline.add(0, bytes([0xA0]) + b"\x00" * 10 + b"\x00" * 9 + b"\x00", T0)  # padding count 0
+    assert timeline.stats.malformed == 3
+    assert timeline.finish(T0).shape == (0, 2)
+
+
+def test_paused_interval_is_silent_reported_and_not_kept() -> None:
+    rng = np.random.default_rng(8)
+    left, right = Sender(1), Sender(2)
+    timeline = StereoTimeline()
+    events = []
+    for k in range(100):
+        t = T0 + k * 0.02
+        events.append((t, 0, left.next(payload(rng))))
+        events.append((t, 1, right.next(payload(rng))))
+    blocks = []
+    for t, channel, packet in events:
+        if t == T0 + 30 * 0.02 and channel == 0:
+            timeline.pause(t - 0.001)
+        if t == T0 + 70 * 0.02 and channel == 0:
+            timeline.resume(t - 0.001)
+        timeline.add(channel, packet, t)
+        blocks.append(timeline.flush(t))
+    blocks.append(timeline.finish(events[-1][0]))
+    out = np.concatenate(blocks)
+    assert len(out) == 100 * FRAME
+    assert timeline.stats.dropped_paused == 80
+    assert not out[30 * FRAME - 8 : 70 * FRAME - 8].any()
+    assert out[29 * FRAME : 30 * FRAME - 8].all(axis=0).any()
+    assert out[70 * FRAME : 71 * FRAME].any()
+    [(start, end)] = timeline.pauses()
+    assert start == pytest.approx(0.599, abs=1 / 8000)
+    assert end == pytest.approx(1.399, abs=1 / 8000)
+
+
+def test_pause_open_at_finish_is_closed_and_clipped() -> None:
+    rng = np.random.default_rng(9)
+    sender = Sender(1)
+    timeline = StereoTimeline()
+    for k in range(10):
+        timeline.add(0, sender.next(payload(rng)), T0 + k * 0.02)
+    timeline.pause(T0 + 0.1)
+    out = np.concatenate([timeline.flush(T0 + 0.5), timeline.finish(T0 + 5.0)])
+    assert len(out) == 10 * FRAME
+    assert timeline.pauses() == [(0.1, 0.2)]
+    assert not out[800:].any()
+
+
+def test_flush_never_writes_past_the_horizon_or_the_last_audio() -> None:
+    rng = np.random.default_rng(10)
+    sender = Sender(1)
+    timeline = StereoTimeline(jitter_window=0.1)
+    for k in range(10):
+        timeline.add(0, sender.next(payload(rng)), T0 + k * 0.02)
+    assert len(timeline.flush(T0 + 0.15)) == round(0.05 * 8000)
+    assert len(timeline.flush(T0 + 10.0)) == 10 * FRAME - 400
+    assert len(timeline.flush(T0 + 20.0)) == 0
+    assert timeline.duration == 10 * FRAME / 8000
+
+
+def _marker_positions(channel: np.ndarray) -> dict[int, int]:
+    """Second number -> sample index of the one loud sample sent at that real second."""
+    loud = np.flatnonzero(np.abs(channel.astype(np.int32)) > 20000)
+    return {round(int(i) / 8000): int(i) for i in loud}
+
+
+def test_one_hour_with_drift_jitter_and_loss_keeps_channels_aligned_within_a_packet() -> None:
+    """Two senders whose clocks run +60 and -60 ppm off ours, 0-40 ms jitter, 3% loss.
+
+    Each sender puts one loud sample at every whole second of real time; in
+    the output, those markers must sit within one packet (160 samples) of
+    each other and of the recorder's clock, for the whole hour. Without drift
+    correction they would end 0.43 s apart.
+    """
+    seconds = 3600
+    rng = np.random.default_rng(11)
+    timeline = StereoTimeline(jitter_window=0.1)
+    quiet = 0x7E  # a small non-zero mu-law value
+    feeds = []
+    for channel, ppm in ((0, 60e-6), (1, -60e-6)):
+        rate = 8000 * (1 + ppm)  # the sender's samples per real second
+        count = int(seconds * rate) // FRAME
+        send_times = np.arange(count) * FRAME / rate + 0.003 * channel
+        arrivals = send_times + rng.uniform(0.0, 0.04, count)
+        kept = rng.random(count) >= 0.03
+        marker_sample = np.round(np.arange(1, seconds) * rate).astype(np.int64)
+        feeds.append((channel, count, arrivals, kept, marker_sample))
+    packets: list[tuple[float, int, bytes]] = []
+    for channel, count, arrivals, kept, marker_sample in feeds:
+        base = np.full(count * FRAME, quiet, dtype=np.uint8)
+        base[marker_sample[marker_sample < count * FRAME]] = 0x00  # mu-law full scale
+        ssrc, ts0, seq0 = 1000 + channel, 77777 * (channel + 1), 500 * channel
+        for k in np.flatnonzero(kept).tolist():
+            header = build_packet(0, (seq0 + k) & 0xFFFF, (ts0 + k * FRAME) & 0xFFFFFFFF, ssrc, b"")
+            chunk = base[k * FRAME : (k + 1) * FRAME].tobytes()
+            packets.append((T0 + float(arrivals[k]), channel, header + chunk))
+    packets.sort(key=lambda item: item[0])
+    blocks = []
+    next_flush = T0
+    for arrival, channel, packet in packets:
+        if arrival >= next_flush:
+            blocks.append(timeline.flush(arrival))
+            next_flush = arrival + 0.2
+        timeline.add(channel, packet, arrival)
+    blocks.append(timeline.finish(packets[-1][0]))
+    out = np.concatenate(blocks)
+    left, right = _marker_positions(out[:, 0]), _marker_positions(out[:, 1])
+    common = sorted(set(left) & set(right))
+    assert len(common) > 0.9 * seconds
+    origin = packets[0][0] - T0
+    worst_pair = max(abs(left[s] - right[s]) for s in common)
+    worst_clock = max(
+        abs(pos - round((s - origin) * 8000))
+        for markers in (left, right)
+        for s, pos in markers.items()
+    )
+    assert worst_pair <= FRAME, worst_pair
+    assert worst_clock <= FRAME + 0.04 * 8000, worst_clock
+    assert timeline.stats.drift_corrections > 10
+    assert abs(len(out) / 8000 - seconds) < 0.1

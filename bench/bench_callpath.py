@@ -55,8 +55,8 @@ SAMPLE_EVERY = 1.0  # seconds between /proc samples
 # Media ports outside both the peers' allocator (35000-39999) and the ephemeral
 # range (32768-60999): the UAC's [auto_media_port] steps 4 per call up from its base
 # (sipp wraps it at base + 10000), the recorder takes 4 per call from its own range.
-UAC_MEDIA_BASE = 22000
-RECORDER_MEDIA_FIRST = 19000
+UAC_MEDIA_BASE = 24000  # outside the test allocator (15000-19999) and the ephemeral range
+RECORDER_MEDIA_FIRST = 20000  # likewise
 UDP_COUNTERS = (
     "InDatagrams",
     "NoPorts",

@@ -7,7 +7,8 @@ stdout/stderr and its own logs into a directory under the test's tmp dir;
 ``conftest.py`` prints their tails when a test fails.
 
 Everything binds 127.0.0.1. Ports come from a process-wide allocator
-(35000-39999) that never hands out a port twice and skips busy ones.
+(15000-19999: below the ephemeral range 32768-60999, so that no socket bound to
+port 0 can take them) that never hands out a port twice and skips busy ones.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class PortAllocator:
     process a port is never handed out twice, so peers of one test never collide.
     """
 
-    def __init__(self, low: int = 35000, high: int = 39999) -> None:
+    def __init__(self, low: int = 15000, high: int = 19999) -> None:
         self.low, self.high = low, high
         span = (high - low + 1) // 4
         self._next = low + 4 * ((os.getpid() * 7919) % span)

@@ -1,6 +1,7 @@
 """The relay over real UDP sockets on 127.0.0.1, on the default loop and on uvloop.
 
-Relay ports come from 41000-41399, the fake parties' ports from 41400-41599.
+Relay ports come from 12000-12399, the fake parties' ports from 12400-12599 (below the
+ephemeral range, so that no socket bound to port 0 collides with them).
 Nothing sleeps: a test that must show a packet was *not* delivered sends a
 packet that must be delivered after it on the same socket, and waits for
 that one (the relay handles one socket's datagrams in order).
@@ -75,8 +76,8 @@ class Harness:
     """What every relay test starts from: a relay pool, four fake parties, a session."""
 
     def __init__(self) -> None:
-        self.pool = PortPool(41000, 41399)
-        self._party_pool = PortPool(41400, 41599)
+        self.pool = PortPool(12000, 12399)
+        self._party_pool = PortPool(12400, 12599)
         self.parties = [Party(self._party_pool.bind_pair(HOST), self._party_pool) for _ in range(4)]
         self._session: MediaSession | None = None
 
@@ -418,7 +419,7 @@ async def test_200_calls_leak_no_port_and_no_socket(h: Harness) -> None:
 
 @on_both_loops
 async def test_exhausted_pool_releases_the_first_leg(h: Harness) -> None:
-    small = PortPool(41000, 41001)  # one pair
+    small = PortPool(12700, 12701)  # one pair
     with pytest.raises(PortPoolExhausted):
         MediaSession(small, HOST, HOST)
     assert small.free_count == 1

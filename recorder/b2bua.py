@@ -124,6 +124,8 @@ class CallPlan:
     """
 
     answer_first: bool = False
+    # Codec names the B leg may be offered (issue 6: a recorded call uses codecs we decode).
+    keep_codecs: tuple[str, ...] | None = None
     detail: Any = None
 
 
@@ -455,6 +457,18 @@ class B2bua:
         if call.plan.answer_first and is_sdp(content_type, request.body):
             self._answer_locally(call, media, now)
             return
+        if call.plan.keep_codecs is not None and is_sdp(content_type, request.body):
+            try:
+                call.b_invite.body, _ = anchor_sdp(
+                    request.body,
+                    self.media_address,
+                    media.local_port("b"),
+                    keep_codecs=call.plan.keep_codecs,
+                )
+            except RemoteProtocolError as exc:
+                self._send_a_final(call, self._response(request, 488, to_tag=call.a.local_tag), now)
+                self._end_call(call, f"no recordable codec: {exc}", now)
+                return
         self.proceed(call, now)
 
     def _answer_locally(self, call: Call, media: MediaAnchor, now: float) -> None:

@@ -39,6 +39,9 @@ log = get_logger("recorder.calls")
 
 PacketTap = Callable[[bytes, float], None]
 
+# What the recording writer decodes; a call that may be recorded is offered nothing else.
+RECORDABLE_CODECS = ("PCMU", "PCMA", "telephone-event")
+
 
 class ControllableMedia(Protocol):
     """What the controller needs of a call's relay beyond what the B2BUA uses."""
@@ -235,7 +238,12 @@ class CallController:
             # C1 cannot be honoured (no usable prompt): such a call must not be recorded.
             log.error("notice.unavailable", call_id=call.id)
             state.decision = None
-        return CallPlan(answer_first=answer_first, detail=decision)
+        may_record = state.decision is not None and (decision.record or decision.on_demand)
+        return CallPlan(
+            answer_first=answer_first,
+            keep_codecs=RECORDABLE_CODECS if may_record else None,
+            detail=decision,
+        )
 
     def on_local_answer(self, call: Call, now: float) -> None:
         state = self.states[call.id]

@@ -14,8 +14,9 @@ declare -A PACKAGE_OF=(
   [baresip]=baresip-core
   [sox]=sox
   [espeak-ng]=espeak-ng
+  [systemd-analyze]=systemd
 )
-TOOLS=(sipp baresip sox espeak-ng)
+TOOLS=(sipp baresip sox espeak-ng systemd-analyze)
 LOCK_WAIT_S=${LOCK_WAIT_S:-900}
 
 missing_packages() {

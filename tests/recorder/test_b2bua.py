@@ -551,3 +551,25 @@ def test_hook_timers_are_driven_by_the_b2bua() -> None:
     h.b2bua.handle_timer(h.now + 0.02)
     assert hooks.log == ["timer"]
     assert h.b2bua.get_timer() is None
+
+
+def test_recordable_call_offers_the_pbx_only_decodable_codecs() -> None:
+    h, hooks = answer_first_harness()
+    hooks.answer_first = False
+    h.b2bua.hooks = hooks
+
+    def plan(call: Any, now: float) -> CallPlan:
+        return CallPlan(keep_codecs=("PCMU", "PCMA", "telephone-event"))
+
+    hooks.plan = plan  # type: ignore[method-assign]
+    offer = (
+        sdp("203.0.113.5", 40000)
+        .replace(b"RTP/AVP 0 101", b"RTP/AVP 18 9 0 101")
+        .replace(
+            b"a=rtpmap:0 PCMU/8000\r\n",
+            b"a=rtpmap:0 PCMU/8000\r\na=rtpmap:18 G729/8000\r\na=rtpmap:9 G722/8000\r\n",
+        )
+    )
+    h.receive(h.external, invite(body=offer))
+    _, b = h.b_invite()
+    assert SessionDescription.parse(b.body).media[0].formats == ["0", "101"]

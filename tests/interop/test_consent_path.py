@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -302,3 +305,42 @@ def test_notice_packets_are_paced_every_20_ms(notice_recorder: RecorderFactory) 
     assert abs((times[-1] - times[0]) * 1000 - expected_span) <= 20
     # The p99 of |gap - 20 ms| depends on the machine's load: it is reported, not asserted.
     print(f"notice pacing: p99 |gap-20ms| = {np.percentile(np.abs(gaps - 20), 99):.2f} ms")
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"), [("rfc2833", "dtmf-rfc4733"), ("info", "sip-info")]
+)
+def test_pjsua2_caller_refuses(
+    interop_dir: Path, notice_recorder: RecorderFactory, method: str, expected: str
+) -> None:
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
+        recorder = notice_recorder(pbx_port=pbx.port)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("pjsua_caller.py")),
+                "--target",
+                f"sip:service@127.0.0.1:{recorder.external_port}",
+                "--port",
+                str(peers.free_udp_port()),
+                "--dtmf",
+                "9",
+                "--method",
+                method,
+                "--delay",
+                "1.0",
+                "--duration",
+                "3.0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        uas = pbx.wait(10)
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["confirmed"] and outcome["dtmf_sent"], outcome
+    uas.assert_ok()  # C5: served all the same
+    assert one_event(recorder, "consent.refused")["method"] == expected
+    assert one_event(recorder, "call.summary")["recorded"] is False

@@ -32,7 +32,9 @@ from recorder.b2bua import B2bua, Call, CallPlan
 from recorder.call_log import CallLog
 from recorder.logs import get_logger
 from recorder.policy import CallFacts, Decision, Policy
+from recorder.sdp_anchor import anchor_sdp
 from recorder.tones import ringback_frames
+from sip.errors import RemoteProtocolError
 from sip.message import Request
 
 log = get_logger("recorder.calls")
@@ -70,6 +72,8 @@ class CallState:
     tone: NoticePlayer | None = None
     tone_ssrc: int = 0
     notice_logged: bool = False
+    # Which leg hears the notice: "a" (the caller, answered by us) or "b" (C2: the callee).
+    consent_role: str = "a"
     agent: str | None = None
     recording: CallRecordingHandle | None = None
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
@@ -234,10 +238,13 @@ class CallController:
             and decision.notice_to == "caller"
             and self._prompt_path() is not None
         )
-        if decision.record and decision.notice and not answer_first:
-            # C1 cannot be honoured (no usable prompt): such a call must not be recorded.
+        notice_callee = decision.notice and decision.notice_to == "callee"
+        if decision.record and decision.notice and self._prompt_path() is None:
+            # C1/C2 cannot be honoured (no usable prompt): such a call must not be recorded.
             log.error("notice.unavailable", call_id=call.id)
             state.decision = None
+        elif decision.record and notice_callee:
+            state.consent_role = "b"
         may_record = state.decision is not None and (decision.record or decision.on_demand)
         return CallPlan(
             answer_first=answer_first,
@@ -258,19 +265,34 @@ class CallController:
             state.decision = None
             self._proceed(call, now)
             return
-        session = ConsentSession(
-            prompt.frames,
-            codec,
-            call.local.telephone_event_pt,
-            _consent_config(self.policy),
-            now,
+        self._start_notice(call, state, prompt.frames, codec, call.local.telephone_event_pt, now)
+
+    def _start_notice(
+        self,
+        call: Call,
+        state: CallState,
+        frames: tuple[bytes, ...],
+        codec: Codec,
+        telephone_event_pt: int | None,
+        now: float,
+    ) -> None:
+        media = self.media_of(call)
+        assert media is not None
+        role = state.consent_role
+        state.consent = ConsentSession(
+            frames, codec, telephone_event_pt, _consent_config(self.policy), now
         )
-        state.consent = session
         self.counters["notices"] += 1
+        # Nobody hears anybody while the notice plays: it is the only audio the party gets.
         media.set_forwarding("a", False)
         media.set_forwarding("b", False)
-        media.set_tap("a", lambda packet, arrival: self._on_caller_packet(call, packet, arrival))
-        log.info("notice.started", call_id=call.id, seconds=round(prompt.duration, 2))
+        media.set_tap(role, lambda packet, arrival: self._on_caller_packet(call, packet, arrival))
+        log.info(
+            "notice.started",
+            call_id=call.id,
+            to="caller" if role == "a" else "callee",
+            seconds=round(len(frames) * 0.02, 2),
+        )
         self._run_consent(call, now)
 
     def on_b_progress(self, call: Call, early_media: bool, now: float) -> None:
@@ -301,7 +323,8 @@ class CallController:
         if state is None:
             return
         state.tone = None
-        if media is not None:
+        notice_callee = state.consent_role == "b" and state.consent is None
+        if media is not None and not notice_callee:
             media.set_tap("a", None)
             media.set_forwarding("a", True)
             media.set_forwarding("b", True)
@@ -318,18 +341,50 @@ class CallController:
                 agent=agent,
                 codec=call.local.codec if call.local is not None else None,
             )
-        if not self._may_record(state):
+        if notice_callee and self._notice_callee(call, state, now):
+            return  # recording, if any, starts once the callee has answered the notice
+        self._start_recording(call, state, now)
+
+    def _start_recording(self, call: Call, state: CallState, now: float) -> None:
+        if not self._may_record(state) or state.recording is not None:
             return
         if self.recording_factory is not None:
             state.recording = self.recording_factory(call, state, now)
             if state.recording is not None:
                 self.counters["recorded"] += 1
 
+    def _notice_callee(self, call: Call, state: CallState, now: float) -> bool:
+        """C2: the callee of an outbound call hears the notice once they answer."""
+        answer = call.info.get("b_answer")
+        path = self._prompt_path()
+        codec: Codec | None = None
+        telephone_event: int | None = None
+        if answer is not None and path is not None and answer.body:
+            try:
+                _, endpoint = anchor_sdp(answer.body, "0.0.0.0", 0)
+            except RemoteProtocolError:
+                endpoint = None
+            if endpoint is not None and endpoint.payload_types:
+                codec = {"0": Codec.PCMU, "8": Codec.PCMA}.get(endpoint.payload_types[0])
+                telephone_event = endpoint.telephone_event_pt
+        if codec is None or path is None:
+            log.error("notice.unavailable", call_id=call.id, to="callee")
+            state.decision = None  # never record what the callee was not told about
+            return False
+        try:
+            prompt = self.prompts.get(path, codec)
+        except PromptError as exc:
+            log.error("notice.unreadable", call_id=call.id, error=str(exc))
+            state.decision = None
+            return False
+        self._start_notice(call, state, prompt.frames, codec, telephone_event, now)
+        return True
+
     def on_info(self, call: Call, role: str, request: Request, now: float) -> bool:
         state = self.states.get(call.id)
         if state is None or state.consent is None or state.consent.decision is not None:
             return False
-        if role != "a":
+        if role != state.consent_role:
             return False
         digit = digit_from_info(request, now)
         if digit is None:
@@ -434,7 +489,7 @@ class CallController:
         packets, events = state.consent.handle_timer(now)
         if media is not None:
             for packet in packets:
-                media.send_rtp("a", packet)
+                media.send_rtp(state.consent_role, packet)
         self._handle_consent_events(call, events, now)
         self._log_notice_end(call, state)
 
@@ -473,9 +528,16 @@ class CallController:
                     log.info("consent.accepted", call_id=call.id, method=event.method)
                 media = self.media_of(call)
                 if media is not None:
-                    media.set_tap("a", None)
+                    media.set_tap(state.consent_role, None)
                 self._log_notice_end(call, state)
-                self._proceed(call, now)
+                if state.consent_role == "a":
+                    self._proceed(call, now)
+                else:
+                    # The callee has been told: bridge the two parties, then record if allowed.
+                    if media is not None:
+                        media.set_forwarding("a", True)
+                        media.set_forwarding("b", True)
+                    self._start_recording(call, state, now)
 
     def _proceed(self, call: Call, now: float) -> None:
         if self.b2bua is not None:

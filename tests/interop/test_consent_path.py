@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -55,17 +56,19 @@ RecorderFactory = Callable[..., RecorderProcess]
 def notice_recorder(interop_dir: Path) -> Iterator[RecorderFactory]:
     stack = ExitStack()
 
-    def start(*, pbx_port: int, listen: float = 1.0) -> RecorderProcess:
+    def start(
+        *, pbx_port: int, listen: float = 1.0, trunk_port: int = 0, extra: str = ""
+    ) -> RecorderProcess:
         first = peers.free_port_block(32)
         cm: AbstractContextManager[RecorderProcess] = running_recorder(
             interop_dir / "recorder",
             external_port=peers.free_port_block(1, tcp=True),
             internal_port=peers.free_port_block(1, tcp=True),
             pbx_port=pbx_port,
-            trunk_port=peers.free_udp_port(),
+            trunk_port=trunk_port or peers.free_udp_port(),
             media_first=first,
             media_last=first + 31,
-            policy_extra=POLICY.format(notice=NOTICE, listen=listen),
+            policy_extra=POLICY.format(notice=NOTICE, listen=listen) + extra,
         )
         return stack.enter_context(cm)
 
@@ -344,3 +347,41 @@ def test_pjsua2_caller_refuses(
     uas.assert_ok()  # C5: served all the same
     assert one_event(recorder, "consent.refused")["method"] == expected
     assert one_event(recorder, "call.summary")["recorded"] is False
+
+
+def test_outbound_callee_hears_the_notice_then_the_call_is_recorded(
+    interop_dir: Path, prompt_pcap: Path, notice_recorder: RecorderFactory
+) -> None:
+    """C2: on an outbound call the callee is told, after answering, before the bridge."""
+    outbound = POLICY.replace('directions = ["inbound"]', 'directions = ["outbound"]').replace(
+        "play = true", "play = true\nto_callee = true"
+    )
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as trunk:
+        recorder = notice_recorder(pbx_port=peers.free_udp_port(), trunk_port=trunk.port)
+        # Replace the policy part: the fixture's policy records inbound calls.
+        text = recorder.policy_path.read_text()
+        head = text[: text.index("[policy]")]
+        recorder.policy_path.write_text(head + outbound.format(notice=NOTICE, listen=1.0))
+        recorder.proc.send_signal(signal.SIGHUP)
+        recorder.wait_event("service.reloaded")
+        uac = peers.run_sipp_uac(
+            "uac_pcap",
+            recorder.internal_target,
+            log_dir=interop_dir,
+            pcap=prompt_pcap,
+            call_length_s=audio.wav_duration(NOTICE) + 4,
+            timeout=30,
+        )
+        trunk.wait(5)
+    uac.assert_ok()
+    started = one_event(recorder, "notice.started")
+    assert started["to"] == "callee"
+    assert one_event(recorder, "consent.accepted")["method"] == "timeout"
+    media = one_event(recorder, "call.ended")["media"]
+    assert media["b"]["injected_rtp"] == notice_packets()  # the notice went to the callee
+    assert media["a"]["injected_rtp"] == 0  # not to the agent
+    recorder.wait_event("recording.finalized", timeout=15)
+    rows = recorder.catalog("recordings", "list")
+    assert len(rows) == 1 and rows[0]["state"] == "complete"
+    # Recorded only after the notice: what is left of the call after it.
+    assert rows[0]["duration"] < 4.5

@@ -27,6 +27,7 @@ shorter one would fire first and make the longer unreachable.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -91,7 +92,7 @@ def _check_codes(codes: Mapping[str, str]) -> None:
             raise ValueError(f"agent code {code!r}: must be DTMF keys (0-9 * # A-D)")
     ordered = sorted(codes)
     # In sorted order a prefix comes right before some code it prefixes.
-    for shorter, longer in zip(ordered, ordered[1:], strict=False):
+    for shorter, longer in itertools.pairwise(ordered):
         if longer.startswith(shorter):
             raise ValueError(
                 f"agent code {shorter!r} ({codes[shorter]}) is a prefix of "

@@ -1,10 +1,10 @@
-"""The catalog's tables: the call log (N3), recordings, and per-call events.
+"""The catalog's tables: the call log (N3), recordings, per-call events, and retention.
 
-Deliberately left for the retention issue (7): holds get their own table (a recording may
-carry several holds, each with a reason, an author, an end and a release, all audited), and
-so do the audit chain and the access trace. The columns they need here already exist:
-`Recording.expires_at`, the `destroyed` state with `destroyed_at` / `destroy_reason` and a
-nullable `path`, and the literal `erased` for phone numbers (D2).
+Retention (issue 7) adds: holds (a recording may carry several, each with a reason, an
+author, an end and a release, all audited), the hash-chained audit trail (which is also the
+access trace of A5/A10), and the S6 sampling draws. A recording being destroyed goes through
+the `destroying` state, so that a purge killed between deleting the file and closing the row
+leaves a row that says what it was doing (storage/retention.py).
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ class RecordingState(enum.StrEnum):
     COMPLETE = "complete"
     INTERRUPTED = "interrupted"  # repaired from a .part after a crash
     FAILED = "failed"
-    DESTROYED = "destroyed"  # retention (issue 7): the row stays, the file and path do not
+    # Retention (issue 7): the purge committed to deleting the file; `path` may or may not
+    # still exist on disk, and the next purge finishes the job whatever it finds.
+    DESTROYING = "destroying"
+    DESTROYED = "destroyed"  # the row stays, the file and path do not
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -209,3 +212,71 @@ class CallEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     call: Mapped[Call] = relationship(back_populates="events")
+
+
+class Hold(Base):
+    """D4, P4: keeps a recording past its expiry for a complaint, a dispute or evidence.
+
+    Rows are never deleted: a release is a date, so that the hold history stays readable
+    next to the audit entries that describe it.
+    """
+
+    __tablename__ = "holds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(1024))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    # The first instant the hold no longer applies (00:00 local after the `--until` day).
+    until: Mapped[datetime | None]
+    released_at: Mapped[datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class AuditEntry(Base):
+    """One link of the append-only audit chain (A10, X1); see storage/audit.py.
+
+    `seq` is assigned by the writer (last + 1, under the write lock) rather than by a
+    sequence, so that a gap always means a deleted entry; `hash` covers every other column
+    and `prev_hash`, which is the previous entry's `hash`. Never a phone number in any column.
+    """
+
+    __tablename__ = "audit_entries"
+
+    seq: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    object: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(1024))
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class SamplingDraw(Base):
+    """S6: one daily draw over the recordings of one calendar day (the draw is also audited)."""
+
+    __tablename__ = "sampling_draws"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime]
+    day: Mapped[str] = mapped_column(String(10), index=True)  # YYYY-MM-DD, policy time zone
+    fraction: Mapped[float] = mapped_column(Float)
+    candidates: Mapped[int] = mapped_column(Integer)
+    kept: Mapped[int] = mapped_column(Integer)
+
+
+class SamplePick(Base):
+    """Whether a recording was drawn: one row per recording, so no recording is drawn twice."""
+
+    __tablename__ = "sample_picks"
+
+    recording_id: Mapped[int] = mapped_column(
+        ForeignKey("recordings.id"), primary_key=True, autoincrement=False
+    )
+    draw_id: Mapped[int] = mapped_column(ForeignKey("sampling_draws.id"), index=True)
+    kept: Mapped[bool] = mapped_column(Boolean)

@@ -195,6 +195,20 @@ class Catalog:
         with self._sessions() as session, session.begin():
             yield session
 
+    # For the modules that extend the catalog with their own tables (storage.retention,
+    # storage.audit): the same transactions as the methods here, committed on exit.
+
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A write transaction; on SQLite it holds the write lock from its first statement."""
+        with self._write() as session:
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        with self._read() as session:
+            yield session
+
     @staticmethod
     def _call(session: Session, call_id: int) -> Call:
         call = session.get(Call, call_id)

@@ -305,7 +305,7 @@ def test_notice_packets_are_paced_every_20_ms(notice_recorder: RecorderFactory) 
     assert abs(float(np.median(gaps)) - 20) <= 1
     # Paced from the start time, not from the previous packet: no drift over the notice.
     expected_span = (len(times) - 1) * 20
-    assert abs((times[-1] - times[0]) * 1000 - expected_span) <= 20
+    assert abs((times[-1] - times[0]) * 1000 - expected_span) <= 60  # a drift would add up
     # The p99 of |gap - 20 ms| depends on the machine's load: it is reported, not asserted.
     print(f"notice pacing: p99 |gap-20ms| = {np.percentile(np.abs(gaps - 20), 99):.2f} ms")
 

@@ -137,6 +137,19 @@ class CallLog:
 
         self._run("finalize_recording", done)
 
+    def recording_destroyed(self, call_id: str, *, at: datetime, reason: str) -> None:
+        """The file is gone (refused mid-call): the row stays, without a path, as destroyed."""
+
+        def destroy(catalog: Catalog) -> None:
+            row = self._recordings.pop(call_id, None)
+            self._pending.discard(call_id)
+            if row is not None:
+                catalog.fail_recording(row, at=at, reason=reason)
+                catalog.update_recording(row, path=None, destroyed_at=at, destroy_reason=reason)
+            self._forget(call_id)
+
+        self._run("destroy_recording", destroy)
+
     def reconcile_after_crash(
         self, repaired: list[dict[str, Any]], at: datetime
     ) -> asyncio.Future[dict[str, int]]:

@@ -28,8 +28,16 @@ from consent.player import NoticePlayer
 from consent.prompt import Codec, PromptCache, PromptError
 from consent.rfc4733 import Rfc4733Detector
 from consent.sipinfo import digit_from_info
+from recorder.agent_codes import (
+    AgentCodeEvent,
+    AgentCodeMatcher,
+    AgentDtmfFilter,
+    CodeMatched,
+    agent_codes_for,
+)
 from recorder.b2bua import B2bua, Call, CallPlan
 from recorder.call_log import CallLog
+from recorder.control import Actor, CallSummary, ControlError
 from recorder.logs import get_logger
 from recorder.policy import CallFacts, Decision, Policy
 from recorder.sdp_anchor import anchor_sdp
@@ -51,10 +59,13 @@ class ControllableMedia(Protocol):
     def send_rtp(self, role: str, data: bytes) -> bool: ...
     def set_forwarding(self, role: str, enabled: bool) -> None: ...
     def set_tap(self, role: str, tap: PacketTap | None) -> None: ...
+    def set_filter(self, role: str, keep: Callable[[bytes, float], bool] | None) -> None: ...
 
 
 class CallRecordingHandle(Protocol):
-    def stop(self, now: float) -> None: ...
+    def stop(self, now: float, *, discard: bool = False) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
 
 
 RecordingFactory = Callable[[Call, "CallState", float], CallRecordingHandle | None]
@@ -74,6 +85,10 @@ class CallState:
     notice_logged: bool = False
     # Which leg hears the notice: "a" (the caller, answered by us) or "b" (C2: the callee).
     consent_role: str = "a"
+    agent_filter: AgentDtmfFilter | None = None
+    on_demand_requested: bool = False
+    paused: bool = False
+    recording_refused: bool = False
     agent: str | None = None
     recording: CallRecordingHandle | None = None
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
@@ -341,9 +356,102 @@ class CallController:
                 agent=agent,
                 codec=call.local.codec if call.local is not None else None,
             )
+        self._watch_agent_codes(call, state)
         if notice_callee and self._notice_callee(call, state, now):
             return  # recording, if any, starts once the callee has answered the notice
         self._start_recording(call, state, now)
+
+    def _watch_agent_codes(self, call: Call, state: CallState) -> None:
+        """S8, S5, C5: the agent's DTMF codes (pause, resume, start, refuse), swallowed."""
+        codes = agent_codes_for(self.policy)
+        media = self.media_of(call)
+        if not codes or media is None or state.decision is None:
+            return
+        agent_role = "b" if call.direction == "inbound" else "a"
+        pt = self._telephone_event_pt(call, agent_role)
+        if pt is None:
+            return
+        state.agent_filter = AgentDtmfFilter(pt, AgentCodeMatcher(codes))
+        media.set_filter(
+            agent_role, lambda packet, arrival: self._agent_packet(call, packet, arrival)
+        )
+
+    def _telephone_event_pt(self, call: Call, role: str) -> int | None:
+        """The telephone-event payload type that leg `role`'s party sends with."""
+        message = call.info.get("b_answer") if role == "b" else call.a_invite
+        if message is None or not message.body:
+            return None
+        try:
+            _, endpoint = anchor_sdp(message.body, "0.0.0.0", 0)
+        except RemoteProtocolError:
+            return None
+        return endpoint.telephone_event_pt
+
+    def _agent_packet(self, call: Call, packet: bytes, arrival: float) -> bool:
+        state = self.states.get(call.id)
+        if state is None or state.agent_filter is None:
+            return True
+        verdict = state.agent_filter.handle_packet(packet, arrival)
+        if verdict.events:
+            self._agent_events(call, state, list(verdict.events), arrival)
+            if self.on_change is not None:
+                self.on_change()
+        return verdict.forward
+
+    def _agent_events(
+        self, call: Call, state: CallState, events: list[AgentCodeEvent], now: float
+    ) -> None:
+        for event in events:
+            if not isinstance(event, CodeMatched):
+                continue
+            log.info("agent.code", call_id=call.id, action=event.action)
+            if self.call_log is not None:
+                self.call_log.event(call.id, f"agent.{event.action}", self.wall_clock())
+            try:
+                self._apply(call, state, event.action, now)
+            except ControlError as exc:
+                log.info("agent.code_ignored", call_id=call.id, action=event.action, why=str(exc))
+
+    def _apply(self, call: Call, state: CallState, action: str, now: float) -> str:
+        """One recording action, from an agent code or the control socket."""
+        if action == "pause":
+            if state.recording is None or state.paused:
+                raise ControlError("no running recording to pause")
+            state.recording.pause()
+            state.paused = True
+            return "paused"
+        if action == "resume":
+            if state.recording is None or not state.paused:
+                raise ControlError("the recording is not paused")
+            state.recording.resume()
+            state.paused = False
+            return "resumed"
+        if action == "start":
+            if state.recording is not None:
+                raise ControlError("already recording")
+            decision = state.decision
+            if decision is None or not (decision.record or decision.on_demand):
+                raise ControlError("the policy does not allow recording this call")
+            state.on_demand_requested = True
+            if call.bridged_at is None and call.state.value != "confirmed":
+                raise ControlError("the call is not connected yet")
+            self._start_recording(call, state, now)
+            if state.recording is None:
+                raise ControlError("the policy does not allow recording this call")
+            return "recording"
+        if action in ("stop", "refuse"):
+            if state.recording is None:
+                raise ControlError("not recording")
+            discard = action == "refuse"
+            state.recording.stop(now, discard=discard)
+            state.recording = None
+            state.paused = False
+            if discard:
+                # C5: the caller refused to the agent; what was written is destroyed.
+                state.recording_refused = True
+                log.info("consent.refused", call_id=call.id, method="agent")
+            return "recording destroyed" if discard else "stopped"
+        raise ControlError(f"unknown action {action!r}")
 
     def _start_recording(self, call: Call, state: CallState, now: float) -> None:
         if not self._may_record(state) or state.recording is not None:
@@ -422,6 +530,7 @@ class CallController:
                 if state.consent and state.consent.decision is None
                 else None,
                 state.tone.get_timer() if state.tone is not None else None,
+                state.agent_filter.get_timer() if state.agent_filter is not None else None,
             ):
                 if when is not None and (best is None or when < best):
                     best = when
@@ -432,6 +541,11 @@ class CallController:
             call = state.call
             if state.consent is not None and state.consent.decision is None:
                 self._run_consent(call, now)
+            agent_filter = state.agent_filter
+            if agent_filter is not None:
+                when = agent_filter.get_timer()
+                if when is not None and when <= now:
+                    self._agent_events(call, state, agent_filter.handle_timer(now), now)
             if state.tone is not None:
                 media = self.media_of(call)
                 tone = state.tone
@@ -451,6 +565,61 @@ class CallController:
                     again.start(now)
                     state.tone = again
 
+    # ------------------------------------------------------------------ control socket
+    def calls(self, actor: Actor) -> list[CallSummary]:
+        summaries: list[CallSummary] = []
+        for state in self.states.values():
+            call = state.call
+            if state.consent is not None and state.consent.decision is None:
+                phase = "notice"
+            elif call.bridged_at is not None or (call.local is None and call.answered_at):
+                phase = "bridged"
+            else:
+                phase = "ringing"
+            if state.recording_refused:
+                recording = "refused"
+            elif state.recording is None:
+                recording = "off"
+            else:
+                recording = "paused" if state.paused else "recording"
+            summaries.append(
+                {
+                    "id": call.id,
+                    "direction": call.direction,
+                    "state": phase,
+                    "recording": recording,
+                    "started": state.arrived.isoformat(),
+                    "agent": state.agent,
+                }
+            )
+        return summaries
+
+    def _control(self, call_id: str, actor: Actor, action: str) -> str:
+        state = self.states.get(call_id)
+        if state is None:
+            raise ControlError(f"no active call {call_id}")
+        result = self._apply(state.call, state, action, state.call.created)
+        log.info("control.applied", call_id=call_id, action=action, actor=str(actor))
+        if self.call_log is not None:
+            self.call_log.event(
+                call_id, f"control.{action}", self.wall_clock(), {"actor": str(actor)}
+            )
+        if self.on_change is not None:
+            self.on_change()
+        return result
+
+    def pause(self, call_id: str, actor: Actor) -> str:
+        return self._control(call_id, actor, "pause")
+
+    def resume(self, call_id: str, actor: Actor) -> str:
+        return self._control(call_id, actor, "resume")
+
+    def start_recording(self, call_id: str, actor: Actor) -> str:
+        return self._control(call_id, actor, "start")
+
+    def stop_recording(self, call_id: str, actor: Actor) -> str:
+        return self._control(call_id, actor, "stop")
+
     # ------------------------------------------------------------------ internals
     def _prompt_path(self) -> Path | None:
         notice = self.policy.notice
@@ -464,7 +633,9 @@ class CallController:
 
     def _may_record(self, state: CallState) -> bool:
         decision = state.decision
-        if decision is None or not decision.record:
+        if decision is None or state.recording_refused:
+            return False
+        if not (decision.record or (decision.on_demand and state.on_demand_requested)):
             return False
         if decision.notice:
             consent = state.consent_decision

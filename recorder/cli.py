@@ -8,6 +8,7 @@ from pathlib import Path
 
 from recorder.catalog_cli import add_catalog_commands
 from recorder.config import Config, ConfigError, load_config
+from recorder.ctl_cli import add_ctl_commands
 from recorder.policy.cli import add_policy_commands
 
 DEFAULT_CONFIGS = (Path("policy.toml"), Path("/etc/recorder/policy.toml"))
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     add_policy_commands(policy_commands)
     add_catalog_commands(commands)
+    add_ctl_commands(commands)
     return parser
 
 

@@ -37,6 +37,7 @@ class ActiveRecording:
         self.call = call
         self.recording = recording
         self.stopped = False
+        self.discard = False
 
     def pause(self) -> None:
         self.recording.pause()
@@ -44,10 +45,12 @@ class ActiveRecording:
     def resume(self) -> None:
         self.recording.resume()
 
-    def stop(self, now: float) -> None:
+    def stop(self, now: float, *, discard: bool = False) -> None:
+        """`discard`: the recording was refused mid-call (C5): what was written is destroyed."""
         if self.stopped:
             return
         self.stopped = True
+        self.discard = discard
         future = self.recording.stop()
         future.add_done_callback(lambda done: self.owner.finished(self.call, done))
 
@@ -110,6 +113,15 @@ class Recorder:
                 return str(contacts[0].uri.user)
         return call.a_invite.uri.user
 
+    def _destroy(self, call: Call, result: RecordingResult) -> None:
+        for file in result.files:
+            file.path.unlink(missing_ok=True)
+        log.info("recording.destroyed", call_id=call.id, files=len(result.files), reason="refused")
+        if self.call_log is not None:
+            self.call_log.recording_destroyed(
+                call.id, at=self.wall_clock(), reason="refused during the call (C5)"
+            )
+
     def _opened(self, call: Call, done: asyncio.Future[Path | None]) -> None:
         path = done.result() if not done.cancelled() and done.exception() is None else None
         if path is None:
@@ -121,7 +133,7 @@ class Recorder:
             )
 
     def finished(self, call: Call, done: asyncio.Future[RecordingResult]) -> None:
-        self.active.pop(call.id, None)
+        active = self.active.pop(call.id, None)
         arrived = self.arrivals.pop(call.id, None)
         if done.cancelled():
             return
@@ -130,6 +142,9 @@ class Recorder:
             log.error("recording.failed", call_id=call.id, error=type(error).__name__)
             return
         result = done.result()
+        if active is not None and active.discard:
+            self._destroy(call, result)
+            return
         files: list[dict[str, Any]] = [
             {
                 "path": str(f.path),

@@ -13,6 +13,7 @@ from recorder.b2bua import B2bua, Call, SipSideRuntime
 from recorder.call_log import CallLog
 from recorder.calls import CallController, ControllableMedia
 from recorder.config import Config, ConfigError, SipSide, load_config
+from recorder.control import ControlServer, service_socket_path
 from recorder.logs import get_logger
 from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
@@ -65,6 +66,9 @@ class RelayAnchor:
     def set_tap(self, role: str, tap: Callable[[bytes, float], None] | None) -> None:
         self._leg(role).on_packet = tap
 
+    def set_filter(self, role: str, keep: Callable[[bytes, float], bool] | None) -> None:
+        self._leg(role).forward_filter = keep
+
     def stats(self) -> dict[str, Any]:
         return dict(self.session.stats())
 
@@ -94,6 +98,7 @@ class Service:
         self.stopped = asyncio.Event()
         self.catalog: AsyncCatalog | None = None
         self.writer: RecordingWriterClient | None = None
+        self.control: ControlServer | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,6 +169,10 @@ class Service:
             hooks=self.controller,
         )
         self.controller.b2bua = self.b2bua
+        self.control = ControlServer(
+            service_socket_path(config.storage.dir.parent), self.controller
+        )
+        await self.control.start()
         log.info(
             "service.started",
             external=f"{config.external.listen[0]}:{config.external.listen[1]}",
@@ -270,6 +279,8 @@ class Service:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.control is not None:
+            await self.control.close()
         for endpoint in self.endpoints.values():
             endpoint.close()
         for endpoint in self.endpoints.values():

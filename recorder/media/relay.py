@@ -79,6 +79,9 @@ class MediaLeg:
         self.side = side
         self.stats = LegStats(clock_rate, telephone_event_pt)
         self.on_packet: PacketTap | None = None
+        # Decides, per accepted RTP packet, whether it may reach the other party (agent DTMF
+        # codes are swallowed this way); None costs one attribute check per packet.
+        self.forward_filter: Callable[[bytes, float], bool] | None = None
         self.forward_enabled = True
         self.remote_rtp: Address | None = None
         self.remote_rtcp: Address | None = None
@@ -196,6 +199,10 @@ class MediaLeg:
             self._call_tap(tap, data, arrival)
         if not self.forward_enabled:
             stats.dropped_not_forwarded += 1
+            return
+        forward_filter = self.forward_filter
+        if forward_filter is not None and not forward_filter(data, arrival):
+            stats.dropped_filtered += 1
             return
         peer = self._peer
         destination = peer._rtp_destination

@@ -47,6 +47,7 @@ class LegStats:
         "_segment_received",
         "_ssrc",
         "clock_rate",
+        "dropped_filtered",
         "dropped_malformed",
         "dropped_not_forwarded",
         "dropped_send",
@@ -82,6 +83,7 @@ class LegStats:
         self.dropped_wrong_source = 0
         self.dropped_malformed = 0
         self.dropped_not_forwarded = 0
+        self.dropped_filtered = 0
         self.dropped_send = 0
         self.socket_errors = 0
         self.jitter = 0.0
@@ -191,6 +193,7 @@ class LegStats:
             "dropped_wrong_source": self.dropped_wrong_source,
             "dropped_malformed": self.dropped_malformed,
             "dropped_not_forwarded": self.dropped_not_forwarded,
+            "dropped_filtered": self.dropped_filtered,
             "dropped_send": self.dropped_send,
             "socket_errors": self.socket_errors,
         }

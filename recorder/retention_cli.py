@@ -1,0 +1,453 @@
+"""`recorder purge`, `recorder hold ...`, `recorder audit ...`, `recorder recompute-expiry`.
+
+The service runs the same purge hourly (`purge_once`); the command is for admins who prefer
+a systemd timer, for `--dry-run` previews, and for tests that move the clock with `--now`.
+
+Exit codes: 0 done; 1 a refusal, an integrity failure (X1), a broken audit chain, or an
+unreadable catalog; 2 bad arguments or policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from recorder.config import Config, ConfigError, load_config
+from recorder.policy import Policy, PolicyError, load_policy
+from storage.audit import AuditTrail, default_anchor_path
+from storage.db import CatalogMissing
+from storage.repository import Catalog, NotFound
+from storage.retention import (
+    HoldInfo,
+    HoldRefused,
+    PurgeError,
+    PurgeReport,
+    RetentionSettings,
+    add_hold,
+    end_of_day,
+    list_holds,
+    recompute_expiry,
+    release_holds,
+)
+from storage.retention import purge_once as _purge_once
+
+DEFAULT_CONFIGS = (Path("policy.toml"), Path("/etc/recorder/policy.toml"))
+
+
+def settings_from_policy(policy: Policy) -> RetentionSettings:
+    """The retention part of a policy, in the form storage/ takes (it cannot import it)."""
+    sampling = policy.sampling
+    daily = sampling is not None and sampling.stage == "daily" and sampling.fraction < 1.0
+    return RetentionSettings(
+        timezone=policy.timezone,
+        expiry=policy.expiry,
+        holds_allowed=policy.retention.holds,
+        sample_fraction=sampling.fraction if daily and sampling is not None else None,
+        rules={name: rule.rule_id for name, rule in policy.retention.classes.items()},
+    )
+
+
+def anchor_path(config: Config) -> Path:
+    return default_anchor_path(config.storage.dir)
+
+
+def purge_once(
+    config: Config,
+    policy: Policy,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    actor: str = "service",
+    seed: int | None = None,
+) -> PurgeReport:
+    """One purge (blocking: run it in an executor). The service calls this hourly."""
+    return _purge_once(
+        config.storage.database,
+        config.storage.dir,
+        settings_from_policy(policy),
+        now,
+        dry_run=dry_run,
+        actor=actor,
+        anchor_path=anchor_path(config),
+        seed=seed,
+    )
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    config: Config
+    policy: Policy
+    catalog: Catalog
+
+    @property
+    def zone(self) -> tzinfo:
+        return self.policy.timezone
+
+    @property
+    def anchor(self) -> Path:
+        return anchor_path(self.config)
+
+
+def _config_path(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    for candidate in DEFAULT_CONFIGS:
+        if candidate.exists():
+            return candidate
+    return DEFAULT_CONFIGS[0]
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, Policy]:
+    path = _config_path(args.config)
+    try:
+        return load_config(path), load_policy(path)
+    except ConfigError as exc:
+        raise _Exit(2, "\n".join(exc.problems)) from None
+    except PolicyError as exc:
+        raise _Exit(2, "\n".join(exc.problems)) from None
+
+
+@contextmanager
+def _opened(args: argparse.Namespace) -> Iterator[_Context]:
+    config, policy = _load(args)
+    try:
+        # Never create a catalog here: an empty one would hide a wrong path.
+        catalog = Catalog.open(config.storage.database, create=False)
+    except CatalogMissing as exc:
+        raise _Exit(1, f"{exc} (storage.database in {config.path})") from None
+    try:
+        yield _Context(config, policy, catalog)
+    finally:
+        catalog.close()
+
+
+def _actor() -> str:
+    # The person behind sudo, not root: the trail must say who (A10).
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def _instant(text: str, zone: tzinfo, option: str) -> datetime:
+    """ISO 8601; a date, or a time without offset, is read in the policy's time zone."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Exit(2, f"{option}: not an ISO 8601 date or time: {text!r}") from None
+    return value.replace(tzinfo=zone) if value.tzinfo is None else value
+
+
+def _until(text: str | None, zone: tzinfo) -> datetime | None:
+    """`--until 2026-12-31` keeps the recording through that whole day (calendar days)."""
+    if text is None:
+        return None
+    try:
+        return end_of_day(date.fromisoformat(text), zone)
+    except ValueError:
+        return _instant(text, zone, "--until")
+
+
+def _local(value: datetime | None, zone: tzinfo) -> str:
+    return "-" if value is None else value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _dump(out: TextIO, value: Any) -> None:
+    json.dump(value, out, indent=2, ensure_ascii=False)
+    out.write("\n")
+
+
+def _ids(values: list[int]) -> str:
+    shown = ", ".join(map(str, values[:20]))
+    return shown + (f" ... (+{len(values) - 20})" if len(values) > 20 else "")
+
+
+def _print_report(report: PurgeReport, zone: tzinfo, out: TextIO) -> None:
+    would = report.dry_run
+    out.write(f"purge at {_local(report.now, zone)}{' (dry run)' if would else ''}\n")
+    if report.resumed:
+        label = "to finish" if would else "finished"
+        out.write(f"{label} from an interrupted run: {_ids(report.resumed)}\n")
+    destroyed = [d.recording_id for d in report.destroyed]
+    label = "to destroy" if would else "destroyed"
+    out.write(f"recordings {label}: {len(destroyed)}")
+    out.write(f" ({_ids(destroyed)})\n" if destroyed else "\n")
+    if report.held:
+        out.write(f"kept by a hold: {_ids(report.held)}\n")
+    if report.expiry_set:
+        out.write(f"expiry filled in: {_ids(report.expiry_set)}\n")
+    for draw in report.sampling:
+        if would:
+            out.write(f"sample of {draw.day}: {draw.candidates} recordings to draw from\n")
+        else:
+            out.write(
+                f"sample of {draw.day}: {draw.candidates} recordings,"
+                f" {len(draw.kept)} kept, {len(draw.dropped)} not kept\n"
+            )
+    label = "to erase" if would else "erased"
+    out.write(f"call-log rows with numbers {label}: {report.numbers_erased}\n")
+    label = "to prune" if would else "pruned"
+    out.write(f"audit entries {label}: {report.audit_pruned}\n")
+    for failure in report.integrity_failures:
+        out.write(
+            f"INTEGRITY FAILURE (X1) recording {failure.recording_id}: {failure.problem}"
+            f" {failure.path or ''}\n"
+        )
+    for error in report.errors:
+        out.write(f"ERROR {error}\n")
+
+
+def _purge(args: argparse.Namespace, out: TextIO) -> int:
+    config, policy = _load(args)
+    now = datetime.now(UTC) if args.now is None else _instant(args.now, policy.timezone, "--now")
+    try:
+        report = purge_once(
+            config, policy, now, dry_run=args.dry_run, actor=_actor(), seed=args.seed
+        )
+    except CatalogMissing as exc:
+        raise _Exit(1, f"{exc} (storage.database in {config.path})") from None
+    except PurgeError as exc:
+        raise _Exit(1, str(exc)) from None
+    if args.json:
+        _dump(out, report.to_json())
+    else:
+        _print_report(report, policy.timezone, out)
+    return 0 if report.ok else 1
+
+
+def _hold_row(hold: HoldInfo, zone: tzinfo, now: datetime) -> str:
+    state = "active" if hold.active(now) else ("released" if hold.released_at else "ended")
+    return (
+        f"{hold.id:<5} {hold.recording_id:<9} {state:<8} {_local(hold.created_at, zone)}  "
+        f"{hold.created_by:<12} {_local(hold.until, zone):<19}  {hold.reason}"
+    )
+
+
+def _hold_add(args: argparse.Namespace, out: TextIO) -> int:
+    with _opened(args) as ctx:
+        now = datetime.now(UTC)
+        try:
+            hold = add_hold(
+                ctx.catalog,
+                args.recording,
+                reason=args.reason,
+                actor=_actor(),
+                now=now,
+                settings=settings_from_policy(ctx.policy),
+                until=_until(args.until, ctx.zone),
+                purpose=args.purpose,
+                anchor_path=ctx.anchor,
+            )
+        except HoldRefused as exc:
+            raise _Exit(1, f"hold refused: {exc}") from None
+        except ValueError as exc:
+            raise _Exit(2, f"hold refused: {exc}") from None
+    if args.json:
+        _dump(out, hold.to_json())
+    else:
+        until = _local(hold.until, ctx.zone) if hold.until else "released"
+        out.write(f"hold {hold.id} on recording {hold.recording_id} until {until}\n")
+    return 0
+
+
+def _hold_release(args: argparse.Namespace, out: TextIO) -> int:
+    with _opened(args) as ctx:
+        try:
+            released = release_holds(
+                ctx.catalog,
+                args.recording,
+                actor=_actor(),
+                now=datetime.now(UTC),
+                reason=args.reason,
+                anchor_path=ctx.anchor,
+            )
+        except (HoldRefused, NotFound) as exc:
+            raise _Exit(1, str(exc)) from None
+    if args.json:
+        _dump(out, [hold.to_json() for hold in released])
+    else:
+        for hold in released:
+            out.write(f"released hold {hold.id} on recording {hold.recording_id}\n")
+    return 0
+
+
+def _hold_list(args: argparse.Namespace, out: TextIO) -> int:
+    with _opened(args) as ctx:
+        now = datetime.now(UTC)
+        holds = list_holds(ctx.catalog, now=now, include_inactive=args.all)
+        # A listing of recordings is itself traced (A10).
+        AuditTrail(ctx.catalog, ctx.anchor).record(
+            at=now,
+            actor=_actor(),
+            action="hold.list",
+            object="holds",
+            detail={"count": len(holds), "all": args.all},
+        )
+    if args.json:
+        _dump(out, [hold.to_json() for hold in holds])
+        return 0
+    out.write(
+        "ID    RECORDING STATE    CREATED              BY           UNTIL                REASON\n"
+    )
+    for hold in holds:
+        out.write(_hold_row(hold, ctx.zone, now) + "\n")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace, out: TextIO) -> int:
+    with _opened(args) as ctx:
+        anchor = Path(args.anchor) if args.anchor else ctx.anchor
+        report = AuditTrail(ctx.catalog, anchor).verify()
+    if args.json:
+        _dump(out, report.to_json())
+    elif report.ok:
+        out.write(
+            f"audit trail intact: {report.entries} entries"
+            f" ({report.first_seq}..{report.last_seq}), {report.anchors_checked} anchors\n"
+        )
+    bad = report.first_bad
+    if bad is not None:
+        where = "anchor file" if bad.seq is None else f"entry {bad.seq}"
+        print(f"audit trail BROKEN at {where}: {bad.message}", file=sys.stderr)
+        for problem in report.problems:
+            if problem is not bad:
+                print(f"  also: {problem.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _audit_list(args: argparse.Namespace, out: TextIO) -> int:
+    with _opened(args) as ctx:
+        entries = AuditTrail(ctx.catalog, ctx.anchor).entries(limit=args.limit)
+    if args.json:
+        _dump(out, [entry.to_json() for entry in entries])
+        return 0
+    for entry in entries:
+        out.write(
+            f"{entry.seq:<7} {_local(entry.at, ctx.zone)}  {entry.actor:<10} {entry.action:<28}"
+            f" {entry.object:<18} {entry.outcome:<10} {entry.reason or ''}\n"
+        )
+    return 0
+
+
+def _recompute(args: argparse.Namespace, out: TextIO) -> int:
+    with _opened(args) as ctx:
+        changes = recompute_expiry(
+            ctx.catalog,
+            settings_from_policy(ctx.policy),
+            now=datetime.now(UTC),
+            actor=_actor(),
+            dry_run=args.dry_run,
+            anchor_path=ctx.anchor,
+            policy_hash=ctx.policy.content_hash,
+        )
+    if args.json:
+        _dump(out, [change.to_json() for change in changes])
+        return 0
+    verb = "would change" if args.dry_run else "changed"
+    for change in changes:
+        out.write(
+            f"recording {change.recording_id}: {_local(change.old, ctx.zone)}"
+            f" -> {_local(change.new, ctx.zone)}\n"
+        )
+    out.write(f"{len(changes)} expiries {verb}\n")
+    return 0
+
+
+def _handler(
+    command: Callable[[argparse.Namespace, TextIO], int],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args, sys.stdout)
+        except _Exit as exc:
+            print(exc.message, file=sys.stderr)
+            return exc.code
+        except SQLAlchemyError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"catalog error: {first}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="policy file (default ./policy.toml, then /etc/recorder)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_retention_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Register `purge`, `hold`, `audit` and `recompute-expiry` on `recorder`'s subparsers."""
+    purge = subparsers.add_parser(
+        "purge", help="apply retention now: expiry, sampling, holds, number erasure (D1-D5)"
+    )
+    _common(purge)
+    purge.add_argument(
+        "--now",
+        metavar="ISO8601",
+        help="act as if it were this time (no offset: the policy's time zone)",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    purge.add_argument(
+        "--seed", type=int, help="seed the S6 draw (reproducible tests; default: the OS)"
+    )
+    purge.set_defaults(handler=_handler(_purge))
+
+    hold = subparsers.add_parser("hold", help="legal holds on recordings (D4, P4)")
+    hold_commands = hold.add_subparsers(dest="hold_command", required=True)
+    hold_add = hold_commands.add_parser("add", help="keep a recording past its expiry")
+    hold_add.add_argument("recording", type=int, metavar="RECORDING")
+    hold_add.add_argument("--reason", required=True, help="the complaint or dispute (no numbers)")
+    hold_add.add_argument(
+        "--until", metavar="DATE", help="kept through this day (default: until released)"
+    )
+    hold_add.add_argument("--purpose", help="the purpose behind the hold (P1-P4)")
+    _common(hold_add)
+    hold_add.set_defaults(handler=_handler(_hold_add))
+    hold_release = hold_commands.add_parser("release", help="release a recording's holds")
+    hold_release.add_argument("recording", type=int, metavar="RECORDING")
+    hold_release.add_argument("--reason", help="why the hold ends")
+    _common(hold_release)
+    hold_release.set_defaults(handler=_handler(_hold_release))
+    hold_list = hold_commands.add_parser("list", help="active holds")
+    hold_list.add_argument("--all", action="store_true", help="released and ended ones too")
+    _common(hold_list)
+    hold_list.set_defaults(handler=_handler(_hold_list))
+
+    audit = subparsers.add_parser("audit", help="the tamper-evident audit trail (A10, X1)")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check the hash chain and the anchor file; exit 1 on any break"
+    )
+    verify.add_argument("--anchor", metavar="FILE", help="anchor file (default: in storage.dir)")
+    _common(verify)
+    verify.set_defaults(handler=_handler(_audit_verify))
+    audit_list = audit_commands.add_parser("list", help="the latest audit entries")
+    audit_list.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    _common(audit_list)
+    audit_list.set_defaults(handler=_handler(_audit_list))
+
+    recompute = subparsers.add_parser(
+        "recompute-expiry",
+        help="apply the current policy's periods to kept recordings (explicit, audited)",
+    )
+    recompute.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    _common(recompute)
+    recompute.set_defaults(handler=_handler(_recompute))

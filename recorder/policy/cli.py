@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from recorder.agent_codes import agent_codes_for
 from recorder.config import Config, ConfigError, load_config
 from recorder.policy.engine import CallFacts, Decision
 from recorder.policy.model import WEEKDAYS, Policy, PolicyError, load_policy
@@ -73,6 +74,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         problems.extend(exc.problems)
         warnings = exc.warnings
+    if policy is not None:
+        # The agent's codes are matched digit by digit: one may not be the start of another.
+        try:
+            agent_codes_for(policy)
+        except ValueError as exc:
+            problems.append(f"{path}:0: recording codes: {exc}")
     # Both loaders report an unreadable file, a syntax error or a bad zone the same way.
     problems = list(dict.fromkeys(problems))
     for warning in warnings:

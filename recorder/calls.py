@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -210,6 +211,9 @@ class CallController:
         self.prompts = PromptCache()
         self.states: dict[str, CallState] = {}
         self.counters = {"refused": 0, "accepted": 0, "notices": 0, "recorded": 0}
+        # (direction, "record" | "no_record") and (outcome, method), for the metrics.
+        self.decisions: Counter[tuple[str, str]] = Counter()
+        self.consents: Counter[tuple[str, str]] = Counter()
 
     # ------------------------------------------------------------------ CallHooks
     def plan(self, call: Call, now: float) -> CallPlan:
@@ -223,6 +227,7 @@ class CallController:
             draw=self.rng.random,
         )
         decision = self.policy.decide(facts, arrived)
+        self.decisions[(facts.direction, "record" if decision.record else "no_record")] += 1
         state = CallState(call, decision, arrived)
         self.states[call.id] = state
         if self.call_log is not None:
@@ -683,6 +688,7 @@ class CallController:
         for event in events:
             if isinstance(event, ConsentDecided) and state.consent_decision is None:
                 state.consent_decision = event
+                self.consents[(event.outcome, event.method)] += 1
                 if self.call_log is not None:
                     self.call_log.consent(
                         call.id,

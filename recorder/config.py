@@ -65,6 +65,11 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None = None  # no metrics endpoint unless configured
+
+
+@dataclass(frozen=True, slots=True)
 class SipTimers:
     t1: float = 0.5
     t2: float = 4.0
@@ -80,10 +85,11 @@ class Config:
     media: MediaConfig
     storage: StorageConfig
     timers: SipTimers = field(default_factory=SipTimers)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
-_KNOWN_TOP = {"service", "sip", "media", "storage"}
+_KNOWN_TOP = {"service", "sip", "media", "storage", "metrics"}
 # Tables owned by the policy engine (rules, notice, retention, people): read elsewhere.
 _POLICY_TABLES = {
     "policy",
@@ -286,9 +292,20 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         database=reader.string(storage, "storage.database", "sqlite:///var/recorder.db"),
     )
 
+    metrics = reader.table(data, "metrics", {"listen"})
+    metrics_listen: tuple[str, int] | None = None
+    if "listen" in metrics:
+        raw_listen = reader.string(metrics, "metrics.listen", "")
+        host, _, port = raw_listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            reader.error("metrics.listen", f"must be HOST:PORT, got {raw_listen!r}")
+        else:
+            metrics_listen = (host.strip("[]"), int(port))
+
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(
+        metrics=MetricsConfig(metrics_listen),
         path=path,
         service=service_config,
         external=external,

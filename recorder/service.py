@@ -17,6 +17,7 @@ from recorder.control import ControlServer, service_socket_path
 from recorder.logs import get_logger
 from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
+from recorder.metrics import LoopLagMonitor, MediaTotals, RecorderCollector, start_metrics_server
 from recorder.policy import Policy, PolicyError, load_policy
 from recorder.recording.repair import repair_all
 from recorder.recording.writer import RecordingWriterClient
@@ -98,6 +99,9 @@ class Service:
         self.stopped = asyncio.Event()
         self.catalog: AsyncCatalog | None = None
         self.writer: RecordingWriterClient | None = None
+        # Ended calls' RTP counters, and retention deletions by kind, for the metrics.
+        self.media_totals = MediaTotals()
+        self.purge_deleted: dict[str, int] = {}
         self.control: ControlServer | None = None
 
     async def start(self) -> None:
@@ -167,6 +171,7 @@ class Service:
             ring_timeout=config.service.ring_timeout,
             user_agent=config.service.user_agent,
             hooks=self.controller,
+            on_call_ended=self.media_totals.call_ended,
         )
         self.controller.b2bua = self.b2bua
         self.control = ControlServer(
@@ -298,6 +303,14 @@ async def serve(config: Config, policy: Policy) -> int:
     # systemd counts the watchdog from process start, so ping from the first moment.
     watchdog = start_watchdog(loop, service.notifier)
     await service.start()
+    lag: LoopLagMonitor | None = None
+    metrics_server = None
+    if config.metrics.listen is not None:
+        lag = LoopLagMonitor()
+        lag.start()
+        metrics_server = await start_metrics_server(
+            config.metrics.listen, RecorderCollector(service, lag)
+        )
     service.notifier.ready("0 active calls")
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -311,6 +324,10 @@ async def serve(config: Config, policy: Policy) -> int:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        if metrics_server is not None:
+            await metrics_server.aclose()
+        if lag is not None:
+            await lag.stop()
         await service.close()
         await stop_watchdog(watchdog)
     return 0

@@ -458,6 +458,11 @@ class RecordingWriterClient:
         self.dropped_batches = 0
         self.restarts = 0
         self.max_buffered_bytes = 0
+        self.recordings_complete = 0
+        self.recordings_failed = 0
+        self.files_complete = 0
+        self.files_interrupted = 0
+        self.bytes_written = 0
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -669,6 +674,11 @@ class RecordingWriterClient:
         elif kind == "finalized":
             info: RecordingFile = message[2]
             handle.files.append(info)
+            if info.state == "complete":
+                self.files_complete += 1
+            else:
+                self.files_interrupted += 1
+            self.bytes_written += info.size
             self._answered(handle)
         elif kind == "failed":
             reason: str = message[2]
@@ -694,9 +704,14 @@ class RecordingWriterClient:
         if not handle.opened.done():
             handle.opened.set_result(None)
         if not handle.result.done():
-            handle.result.set_result(
-                RecordingResult(handle.call_id, tuple(handle.files), handle.error, handle.dropped)
+            result = RecordingResult(
+                handle.call_id, tuple(handle.files), handle.error, handle.dropped
             )
+            if result.complete:
+                self.recordings_complete += 1
+            else:
+                self.recordings_failed += 1
+            handle.result.set_result(result)
 
     def _fail(self, handle: RecordingHandle, reason: str) -> None:
         handle.error = handle.error or reason
@@ -756,4 +771,9 @@ class RecordingWriterClient:
             "dropped_packets": self.dropped_packets,
             "dropped_batches": self.dropped_batches,
             "restarts": self.restarts,
+            "recordings_complete": self.recordings_complete,
+            "recordings_failed": self.recordings_failed,
+            "files_complete": self.files_complete,
+            "files_interrupted": self.files_interrupted,
+            "bytes_written": self.bytes_written,
         }

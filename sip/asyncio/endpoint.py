@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 from sip.errors import RemoteProtocolError
@@ -23,6 +24,7 @@ from sip.transaction import (
     DEFAULT_TIMERS,
     Address,
     RequestReceived,
+    ResponseReceived,
     TimerConfig,
     TransactionEvent,
     TransactionLayer,
@@ -78,6 +80,10 @@ class SipEndpoint:
         self._invites: dict[str, tuple[Request, Address, str]] = {}
         self._pending_2xx: dict[tuple[str, int], _Pending2xx] = {}
         self._closed = False
+        # ("in" | "out", method, status) -> messages the TU received or sent; status 0 for
+        # requests, and a response's method is its CSeq's. Retransmissions are not counted.
+        self.messages: Counter[tuple[str, str, int]] = Counter()
+        self.parse_errors = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -146,12 +152,14 @@ class SipEndpoint:
 
     def send_request(self, request: Request, destination: Address, transport: str = "UDP") -> str:
         key = self.layer.send_request(request, destination, transport, self._now())
+        self.messages[("out", request.method, 0)] += 1
         self._process()
         return key
 
     def send_response(self, key: str, response: Response) -> None:
         now = self._now()
         self.layer.send_response(key, response, now)
+        self.messages[("out", response.cseq.method, response.status)] += 1
         invite = self._invites.get(key)
         if invite is not None and 200 <= response.status < 300:
             request, source, transport = invite
@@ -162,10 +170,16 @@ class SipEndpoint:
 
     def send_stateless(self, msg: Message, destination: Address, transport: str = "UDP") -> None:
         self.layer.send_stateless(msg, destination, transport)
+        if isinstance(msg, Request):
+            self.messages[("out", msg.method, 0)] += 1
+        else:
+            self.messages[("out", msg.cseq.method, msg.status)] += 1
         self._process()
 
     def cancel_request(self, key: str) -> str | None:
         cancel_key = self.layer.cancel_request(key, self._now())
+        if cancel_key is not None:
+            self.messages[("out", "CANCEL", 0)] += 1
         self._process()
         return cancel_key
 
@@ -195,6 +209,7 @@ class SipEndpoint:
     def _answer_error(
         self, exc: RemoteProtocolError, data: bytes, source: Address, transport: str
     ) -> None:
+        self.parse_errors += 1
         answer = error_response(data, exc.status_hint)
         log.warning(
             "malformed message from %s:%d over %s (%s): %s",
@@ -238,8 +253,12 @@ class SipEndpoint:
         self._rearm()
 
     def _dispatch(self, event: TransactionEvent) -> None:
+        if isinstance(event, ResponseReceived):
+            response = event.response
+            self.messages[("in", response.cseq.method, response.status)] += 1
         if isinstance(event, RequestReceived):
             request = event.request
+            self.messages[("in", request.method, 0)] += 1
             if request.method == "INVITE" and event.key is not None:
                 self._invites[event.key] = (request, event.source, event.transport)
             elif request.method == "ACK" and event.key is None:

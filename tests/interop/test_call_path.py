@@ -264,3 +264,25 @@ def test_baresip_to_baresip_through_recorder(
     assert audio.peak_xcorr(agent_wav, got).peak < 0.5
     ended = recorder.wait_event("call.ended")[0]
     assert ended["media"]["a"]["rtp_forwarded"] > 100 and ended["media"]["b"]["rtp_forwarded"] > 100
+
+
+def test_caller_over_tcp(
+    interop_dir: Path, prompt_pcap: Path, start_recorder: RecorderFactory
+) -> None:
+    """A trunk that talks TCP (RFC 3261 §18): answers come back on its connection."""
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
+        recorder = start_recorder(pbx_port=pbx.port)
+        uac = peers.run_sipp_uac(
+            "uac_pcap",
+            recorder.external_target,
+            log_dir=interop_dir,
+            pcap=prompt_pcap,
+            timeout=20,
+            extra_args=["-t", "t1"],
+        )
+        uas = pbx.wait(5)
+    uac.assert_ok()
+    uas.assert_ok()
+    assert "SIP/2.0/TCP" in uac.messages()
+    media = recorder.wait_event("call.ended")[0]["media"]
+    assert media["a"]["rtp_packets"] == pcap_packets(prompt_pcap)

@@ -195,20 +195,6 @@ class Catalog:
         with self._sessions() as session, session.begin():
             yield session
 
-    # For the modules that extend the catalog with their own tables (storage.retention,
-    # storage.audit): the same transactions as the methods here, committed on exit.
-
-    @contextmanager
-    def write_session(self) -> Iterator[Session]:
-        """A write transaction; on SQLite it holds the write lock from its first statement."""
-        with self._write() as session:
-            yield session
-
-    @contextmanager
-    def read_session(self) -> Iterator[Session]:
-        with self._read() as session:
-            yield session
-
     @staticmethod
     def _call(session: Session, call_id: int) -> Call:
         call = session.get(Call, call_id)
@@ -597,6 +583,24 @@ class Catalog:
         )
         with self._read() as session:
             return [_snapshot(EventInfo, row) for row in session.scalars(query)]
+
+
+# For the modules that extend the catalog with their own tables (storage.retention,
+# storage.audit): the same transactions as Catalog's methods, committed on exit. Functions
+# rather than methods, so that AsyncCatalog's mirror of Catalog's methods stays exact.
+
+
+@contextmanager
+def write_session(catalog: Catalog) -> Iterator[Session]:
+    """A write transaction; on SQLite it holds the write lock from its first statement."""
+    with catalog._write() as session:
+        yield session
+
+
+@contextmanager
+def read_session(catalog: Catalog) -> Iterator[Session]:
+    with catalog._read() as session:
+        yield session
 
 
 def _range(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:

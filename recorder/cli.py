@@ -10,6 +10,7 @@ from recorder.catalog_cli import add_catalog_commands
 from recorder.config import Config, ConfigError, load_config
 from recorder.ctl_cli import add_ctl_commands
 from recorder.policy.cli import add_policy_commands
+from recorder.retention_cli import add_retention_commands
 
 DEFAULT_CONFIGS = (Path("policy.toml"), Path("/etc/recorder/policy.toml"))
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(policy_commands)
     add_catalog_commands(commands)
     add_ctl_commands(commands)
+    add_retention_commands(commands)
     return parser
 
 

@@ -2,6 +2,21 @@
 
 The service runs the same purge hourly (`purge_once`); the command is for admins who prefer
 a systemd timer, for `--dry-run` previews, and for tests that move the clock with `--now`.
+A timer instead of (or besides) the service's schedule; purges are idempotent and safe to
+overlap with the service's, so running both does no harm:
+
+    # /etc/systemd/system/recorder-purge.service
+    [Service]
+    Type=oneshot
+    User=recorder
+    ExecStart=/usr/bin/recorder purge --config /etc/recorder/policy.toml
+
+    # /etc/systemd/system/recorder-purge.timer
+    [Timer]
+    OnCalendar=hourly
+    Persistent=true
+    [Install]
+    WantedBy=timers.target
 
 Exit codes: 0 done; 1 a refusal, an integrity failure (X1), a broken audit chain, or an
 unreadable catalog; 2 bad arguments or policy.

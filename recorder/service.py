@@ -22,14 +22,18 @@ from recorder.policy import Policy, PolicyError, load_policy
 from recorder.recording.repair import repair_all
 from recorder.recording.writer import RecordingWriterClient
 from recorder.recording_glue import Recorder
+from recorder.retention_cli import anchor_path, purge_once
 from recorder.sdnotify import Notifier, start_watchdog, stop_watchdog
 from sip.asyncio.endpoint import SipEndpoint
 from sip.transaction import TimerConfig, TransactionEvent
+from storage import audit
 from storage.db import upgrade
 from storage.repository import AsyncCatalog
+from storage.retention import PurgeError
 
 Address = tuple[str, int]
 log = get_logger("recorder.service")
+PURGE_INTERVAL = 3600.0  # seconds between retention passes
 
 
 class RelayAnchor:
@@ -103,11 +107,14 @@ class Service:
         self.media_totals = MediaTotals()
         self.purge_deleted: dict[str, int] = {}
         self.control: ControlServer | None = None
+        self._purge_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
         config = self.config
+        # Recordings live under storage.dir, 0750 (N4); the audit anchors too.
+        config.storage.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         # The catalog is migrated before the first call can be logged into it.
         await loop.run_in_executor(None, upgrade, config.storage.database)
         self.catalog = await AsyncCatalog.open(config.storage.database)
@@ -178,12 +185,63 @@ class Service:
             service_socket_path(config.storage.dir.parent), self.controller
         )
         await self.control.start()
+        # Retention runs in the service (D1-D5): once now, which also finishes a purge that
+        # was killed half-way, then every hour.
+        self._purge_task = asyncio.ensure_future(self._purge_every(PURGE_INTERVAL))
         log.info(
             "service.started",
             external=f"{config.external.listen[0]}:{config.external.listen[1]}",
             internal=f"{config.internal.listen[0]}:{config.internal.listen[1]}",
             media_ports=f"{config.media.port_first}-{config.media.port_last}",
         )
+
+    async def _purge_every(self, interval: float) -> None:
+        while True:
+            await self.purge()
+            await asyncio.sleep(interval)
+
+    async def purge(self) -> None:
+        assert self._loop is not None
+        config, policy, now = self.config, self.policy, datetime.now(UTC)
+        try:
+            report = await self._loop.run_in_executor(None, purge_once, config, policy, now)
+        except PurgeError as exc:
+            log.error("purge.failed", error=str(exc))
+            return
+        counts = report.counts()
+        for kind, count in counts.items():
+            self.purge_deleted[kind] = self.purge_deleted.get(kind, 0) + count
+        for failure in report.integrity_failures:
+            log.error("purge.integrity_failure", detail=failure.to_json())
+        for error in report.errors:
+            log.error("purge.error", error=error)
+        if any(counts.values()):
+            log.info("purge.completed", **counts)
+
+    def _audit(self, action: str, object_: str, outcome: str, reason: str | None = None) -> None:
+        """An audit-trail entry written on the catalog's thread (A10)."""
+        if self.catalog is None:
+            return
+        anchor = anchor_path(self.config)
+        at = datetime.now(UTC)
+
+        def write(catalog: Any) -> None:
+            audit.record(
+                catalog,
+                anchor,
+                at=at,
+                actor="service",
+                action=action,
+                object=object_,
+                outcome=outcome,
+                reason=reason,
+            )
+
+        def check(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.error("audit.write_failed", action=action)
+
+        self.catalog.run(write).add_done_callback(check)
 
     async def _recover_recordings(self, call_log: CallLog) -> None:
         """Nothing recorded is lost to a crash: repair every `.part`, then fix the catalog."""
@@ -248,9 +306,11 @@ class Service:
             policy = load_policy(self.config.path)
         except ConfigError as exc:
             log.error("service.reload_failed", problems=exc.problems)
+            self._audit("policy.reload", f"policy:{self.policy.content_hash[:12]}", "failed")
             return
         except PolicyError as exc:
             log.error("service.reload_failed", problems=exc.problems)
+            self._audit("policy.reload", f"policy:{self.policy.content_hash[:12]}", "failed")
             return
         assert self.b2bua is not None
         for runtime, side in (
@@ -266,6 +326,7 @@ class Service:
         if self.controller is not None:
             self.controller.policy = policy
         log.info("service.reloaded", policy_hash=policy.content_hash[:12])
+        self._audit("policy.reload", f"policy:{policy.content_hash[:12]}", "ok")
 
     async def drain(self) -> None:
         """Stop taking calls, let calls in progress finish, then end them."""
@@ -284,6 +345,9 @@ class Service:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            await asyncio.gather(self._purge_task, return_exceptions=True)
         if self.control is not None:
             await self.control.close()
         for endpoint in self.endpoints.values():

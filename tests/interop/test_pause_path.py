@@ -194,4 +194,4 @@ def test_agent_refusal_code_destroys_the_recording(
     rows = recorder.catalog("recordings", "list")
     assert len(rows) == 1 and rows[0]["path"] is None, rows
     storage = recorder.policy_path.parent / "recordings"
-    assert not any(p.is_file() for p in storage.rglob("*"))
+    assert not list(storage.rglob("*.wav*"))  # no recording, no .part

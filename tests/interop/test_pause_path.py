@@ -85,7 +85,7 @@ def silent_spans(channel: np.ndarray, min_seconds: float) -> list[tuple[float, f
 
 
 def test_pause_and_resume_by_control_socket(interop_dir: Path, recorders: RecorderFactory) -> None:
-    pcap = long_call_pcap(interop_dir, 7.0)
+    pcap = long_call_pcap(interop_dir, 15.0)  # room for slow `recorder ctl` starts
     with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
         recorder = recorders(pbx_port=pbx.port, policy=policy_with())
         result: list[peers.SippResult] = []

@@ -56,10 +56,25 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     numeric_level = logging.getLevelName(level.upper())
     if not isinstance(numeric_level, int):
         numeric_level = logging.INFO
-    # stdlib logging (sip/ uses it) goes to the same stream in the same format.
-    logging.basicConfig(
-        level=numeric_level, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s"
+    # stdlib logging (sip/, alembic) goes to the same stream in the same format, masked too,
+    # so that journald gets one kind of line.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _mask_processor,
+            ],
+        )
     )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric_level)
+    # Schema migrations narrate every step at INFO: only their problems are news.
+    logging.getLogger("alembic").setLevel(max(numeric_level, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

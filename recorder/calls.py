@@ -10,6 +10,7 @@ is handed to the recording tap (`recording_factory`).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 from collections import Counter
@@ -24,11 +25,12 @@ import numpy as np
 from consent.events import ConsentDecided, ConsentEvent, DigitDetected, StopNotice
 from consent.g711 import alaw_decode, ulaw_decode
 from consent.inband import InbandDtmfDetector
-from consent.machine import ConsentConfig, ConsentMachine
+from consent.machine import ConsentConfig, ConsentMachine, State
 from consent.player import NoticePlayer
 from consent.prompt import Codec, PromptCache, PromptError
 from consent.rfc4733 import Rfc4733Detector
 from consent.sipinfo import digit_from_info
+from consent.voice import VoiceRefusalSpotter, VoiceUnavailable
 from recorder.agent_codes import (
     AgentCodeEvent,
     AgentCodeMatcher,
@@ -121,6 +123,8 @@ class ConsentSession:
         )
         self.inband = InbandDtmfDetector()
         self._decode = ulaw_decode if codec is Codec.PCMU else alaw_decode
+        # C4: the spoken refusal, attached when its decoder is ready (built off the loop).
+        self.voice: VoiceRefusalSpotter | None = None
         self._notice_reported = False
         self.decision: ConsentDecided | None = None
         self.player.start(now)
@@ -152,6 +156,12 @@ class ConsentSession:
             audio = self._decode(np.frombuffer(packet, dtype=np.uint8, offset=header))
             for digit in self.inband.feed(audio, now):
                 events.extend(self.machine.digit(digit))
+            voice = self.voice
+            if voice is not None and (
+                self.machine.state is State.LISTENING or self.machine.config.voice_during_notice
+            ):
+                for phrase in voice.feed(audio, now):
+                    events.extend(self.machine.voice_refusal(phrase))
         return self._absorb(events)
 
     def on_digit(self, digit: DigitDetected) -> list[ConsentEvent]:
@@ -164,7 +174,13 @@ class ConsentSession:
             elif isinstance(event, ConsentDecided):
                 self.decision = event
                 self.player.stop()
+                self.close()
         return events
+
+    def close(self) -> None:
+        if self.voice is not None:
+            self.voice.close()
+            self.voice = None
 
 
 def _consent_config(policy: Policy) -> ConsentConfig:
@@ -211,6 +227,7 @@ class CallController:
         self.prompts = PromptCache()
         self.states: dict[str, CallState] = {}
         self.counters = {"refused": 0, "accepted": 0, "notices": 0, "recorded": 0}
+        self.voice_unavailable = False
         # (direction, "record" | "no_record") and (outcome, method), for the metrics.
         self.decisions: Counter[tuple[str, str]] = Counter()
         self.consents: Counter[tuple[str, str]] = Counter()
@@ -302,6 +319,7 @@ class CallController:
         state.consent = ConsentSession(
             frames, codec, telephone_event_pt, _consent_config(self.policy), now
         )
+        self._attach_voice(call, state.consent)
         self.counters["notices"] += 1
         # Nobody hears anybody while the notice plays: it is the only audio the party gets.
         media.set_forwarding("a", False)
@@ -314,6 +332,37 @@ class CallController:
             seconds=round(len(frames) * 0.02, 2),
         )
         self._run_consent(call, now)
+
+    def _attach_voice(self, call: Call, session: ConsentSession) -> None:
+        """C4: spot spoken refusals; the decoder takes ~0.1 s to build, so not on the loop."""
+        voice = self.policy.consent.voice
+        if voice is None or self.voice_unavailable:
+            return
+        loop = asyncio.get_running_loop()
+        phrases, model_dir = dict(voice.phrases), voice.model_dir
+        future = loop.run_in_executor(
+            None, lambda: VoiceRefusalSpotter(phrases, model_dir=model_dir)
+        )
+
+        def ready(done: asyncio.Future[VoiceRefusalSpotter]) -> None:
+            if done.cancelled():
+                return
+            error = done.exception()
+            if isinstance(error, VoiceUnavailable):
+                # Keys keep working; say it loudly once (C4: voice is never the only way).
+                self.voice_unavailable = True
+                log.error("voice.unavailable", call_id=call.id, error=str(error))
+                return
+            if error is not None:
+                log.error("voice.failed", call_id=call.id, error=type(error).__name__)
+                return
+            spotter = done.result()
+            if session.decision is None and call.id in self.states:
+                session.voice = spotter
+            else:
+                spotter.close()
+
+        future.add_done_callback(ready)
 
     def on_b_progress(self, call: Call, early_media: bool, now: float) -> None:
         state = self.states.get(call.id)
@@ -509,6 +558,8 @@ class CallController:
         state = self.states.pop(call.id, None)
         if state is None:
             return
+        if state.consent is not None:
+            state.consent.close()
         if state.recording is not None:
             state.recording.stop(now)
         consent = state.consent_decision

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from consent.voice import VoiceRefusalSpotter, VoiceUnavailable
 from recorder.b2bua import B2bua, Call, SipSideRuntime
 from recorder.call_log import CallLog
 from recorder.calls import CallController, ControllableMedia
@@ -181,6 +182,7 @@ class Service:
             on_call_ended=self.media_totals.call_ended,
         )
         self.controller.b2bua = self.b2bua
+        await self._check_voice()
         self.control = ControlServer(
             service_socket_path(config.storage.dir.parent), self.controller
         )
@@ -194,6 +196,24 @@ class Service:
             internal=f"{config.internal.listen[0]}:{config.internal.listen[1]}",
             media_ports=f"{config.media.port_first}-{config.media.port_last}",
         )
+
+    async def _check_voice(self) -> None:
+        """C4: a policy asking for spoken refusal without a usable model is said loudly at
+        start; key refusal keeps working."""
+        voice = self.policy.consent.voice
+        if voice is None or self.controller is None:
+            return
+        assert self._loop is not None
+        phrases, model_dir = dict(voice.phrases), voice.model_dir
+
+        def probe() -> None:
+            VoiceRefusalSpotter(phrases, model_dir=model_dir).close()
+
+        try:
+            await self._loop.run_in_executor(None, probe)
+        except VoiceUnavailable as exc:
+            self.controller.voice_unavailable = True
+            log.error("voice.unavailable", language=voice.language, error=str(exc))
 
     async def _purge_every(self, interval: float) -> None:
         while True:

@@ -15,8 +15,9 @@ declare -A PACKAGE_OF=(
   [sox]=sox
   [espeak-ng]=espeak-ng
   [systemd-analyze]=systemd
+  [flite]=flite
 )
-TOOLS=(sipp baresip sox espeak-ng systemd-analyze)
+TOOLS=(sipp baresip sox espeak-ng systemd-analyze flite)
 LOCK_WAIT_S=${LOCK_WAIT_S:-900}
 
 missing_packages() {

@@ -385,3 +385,39 @@ def test_outbound_callee_hears_the_notice_then_the_call_is_recorded(
     assert len(rows) == 1 and rows[0]["state"] == "complete"
     # Recorded only after the notice: what is left of the call after it.
     assert rows[0]["duration"] < 4.5
+
+
+VOICE = """
+[consent.voice]                         # C4: refusal by voice, as well as by key
+language = "en"
+phrases = { "stop recording" = 1e-30, "do not record" = 1e-20 }
+"""
+
+
+def test_refusal_by_voice(interop_dir: Path, notice_recorder: RecorderFactory) -> None:
+    # After the notice the caller says "Stop recording." (espeak-ng, through PCMU).
+    phrase = interop_dir / "stop.wav"
+    raw = interop_dir / "stop.raw.wav"
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us+m3", "-s", "150", "-w", str(raw), "Stop recording."],
+        check=True,
+    )
+    audio.to_8k_mono(raw, phrase)
+    caller = audio.pad(phrase, interop_dir / "stop_padded.wav", audio.wav_duration(NOTICE) + 0.8, 2)
+    pcap = audio.wav_to_pcap(caller, interop_dir / "stop.pcap")
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
+        recorder = notice_recorder(pbx_port=pbx.port, listen=6.0, extra=VOICE)
+        uac = peers.run_sipp_uac(
+            "uac_pcap",
+            recorder.external_target,
+            log_dir=interop_dir,
+            pcap=pcap,
+            call_length_s=audio.wav_duration(caller) + 1,
+            timeout=40,
+        )
+        uas = pbx.wait(5)
+    uac.assert_ok()
+    uas.assert_ok()  # C5: served all the same
+    assert recorder.events("voice.unavailable") == []
+    assert one_event(recorder, "consent.refused")["method"] == "voice"
+    assert one_event(recorder, "call.summary")["recorded"] is False

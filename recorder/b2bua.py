@@ -124,6 +124,8 @@ class CallPlan:
     """
 
     answer_first: bool = False
+    # With answer_first: play the notice as early media (183) and answer only when the PBX does.
+    early_media: bool = False
     # Codec names the B leg may be offered (issue 6: a recorded call uses codecs we decode).
     keep_codecs: tuple[str, ...] | None = None
     detail: Any = None
@@ -489,23 +491,35 @@ class B2bua:
             request.body, self.media_address, media.local_port("b"), keep_codecs=keep
         )
         call.b_invite.body = b_body
-        response = self._response(request, 200, to_tag=call.a.local_tag)
+        early = call.plan.early_media
+        response = self._local_answer_response(call, 183 if early else 200)
+        self._register_a_dialog(call)
+        if early:
+            # The notice plays as early media: nothing is answered (nor billed) yet.
+            call.state = CallState.EARLY
+        else:
+            assert call.a.dialog is not None
+            call.a.dialog.confirm()
+            call.a_final_sent = True
+            call.state = CallState.CONFIRMED
+            call.answered_at = now
+        call.a.side.port.send_response(call.a_invite_key, response)
+        log.info("call.answered_locally", call_id=call.id, codec=answer.codec, early_media=early)
+        if self.hooks is not None:
+            self.hooks.on_local_answer(call, now)
+
+    def _local_answer_response(self, call: Call, status: int) -> Response:
+        """Our own 183 or 200 to the caller, with the SDP answer we chose."""
+        assert call.local is not None
+        request = call.a_invite
+        response = self._response(request, status, to_tag=call.a.local_tag)
         for route in request.headers.get_all("Record-Route"):
             response.headers.add("Record-Route", route)
         response.headers.set("Contact", str(self._contact(call.a)))
         response.headers.set("Allow", ALLOW)
         response.headers.set("Content-Type", "application/sdp")
-        response.body = answer.body
-        assert call.a.dialog is not None
-        call.a.dialog.confirm()
-        self._register_a_dialog(call)
-        call.a_final_sent = True
-        call.a.side.port.send_response(call.a_invite_key, response)
-        call.state = CallState.CONFIRMED
-        call.answered_at = now
-        log.info("call.answered_locally", call_id=call.id, codec=answer.codec)
-        if self.hooks is not None:
-            self.hooks.on_local_answer(call, now)
+        response.body = call.local.body
+        return response
 
     def proceed(self, call: Call, now: float) -> None:
         """Send the B leg's INVITE (at once for plain calls; after the notice otherwise)."""
@@ -824,6 +838,13 @@ class B2bua:
             self._ack_leg(call, b, call.b_invite, response, b"", now)
             call.ring_deadline = None
             call.bridged_at = now
+            if not call.a_final_sent:
+                # Early-media notice: the caller is answered when the PBX answers.
+                assert call.a.dialog is not None
+                call.a.dialog.confirm()
+                self._send_a_final(call, self._local_answer_response(call, 200), now)
+                call.state = CallState.CONFIRMED
+                call.answered_at = now
             call.info["b_answer"] = response
             self.counters["answered"] += 1
             log.info("call.bridged", call_id=call.id, setup_ms=round((now - call.created) * 1000))
@@ -832,6 +853,15 @@ class B2bua:
             return
         self.counters["failed"] += 1
         log.info("call.failed", call_id=call.id, status=status)
+        if not call.a_final_sent:
+            # Not answered yet (early-media notice): the caller gets the PBX's answer.
+            mapped = self._relay_response(call, "a", call.a_invite, response, now)
+            if mapped is not None:
+                mapped.body = b""
+                mapped.headers.remove("Content-Type")
+                self._send_a_final(call, mapped, now)
+            self._end_call(call, f"callee answered {status}", now)
+            return
         self._hangup(call, now, reason=f"callee answered {status}", send_to=("a",))
 
     def _b_media_from(self, call: Call, response: Response) -> bool:
@@ -940,7 +970,13 @@ class B2bua:
         if context.kind == "invite" and call.local is not None:
             log.warning("call.callee_timeout", call_id=call.id)
             self.counters["failed"] += 1
-            self._hangup(call, now, reason="callee did not answer", send_to=("a",))
+            if not call.a_final_sent:
+                self._send_a_final(
+                    call, self._response(call.a_invite, 408, to_tag=call.a.local_tag), now
+                )
+                self._end_call(call, "callee did not answer", now)
+            else:
+                self._hangup(call, now, reason="callee did not answer", send_to=("a",))
         elif context.kind == "invite":
             if not call.a_final_sent:
                 log.warning("call.callee_timeout", call_id=call.id)
@@ -962,6 +998,10 @@ class B2bua:
     def _ring_timeout(self, call: Call, now: float) -> None:
         if call.local is not None and call.bridged_at is None:
             log.info("call.ring_timeout", call_id=call.id)
+            if not call.a_final_sent:
+                self._send_a_final(
+                    call, self._response(call.a_invite, 408, to_tag=call.a.local_tag), now
+                )
             self._hangup(call, now, reason="no answer", send_to=("a", "b"))
             return
         if call.a_final_sent:

@@ -285,6 +285,7 @@ class CallController:
         may_record = state.decision is not None and (decision.record or decision.on_demand)
         return CallPlan(
             answer_first=answer_first,
+            early_media=answer_first and self.policy.notice.early_media,
             keep_codecs=RECORDABLE_CODECS if may_record else None,
             detail=decision,
         )

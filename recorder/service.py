@@ -386,21 +386,32 @@ async def serve(config: Config, policy: Policy) -> int:
     service = Service(config, policy)
     # systemd counts the watchdog from process start, so ping from the first moment.
     watchdog = start_watchdog(loop, service.notifier)
-    await service.start()
-    lag: LoopLagMonitor | None = None
-    metrics_server = None
-    if config.metrics.listen is not None:
-        lag = LoopLagMonitor()
-        lag.start()
-        metrics_server = await start_metrics_server(
-            config.metrics.listen, RecorderCollector(service, lag)
-        )
-    service.notifier.ready("0 active calls")
+    # Signals are ours before the sockets listen: a SIGHUP or SIGTERM that arrives while the
+    # service is still starting must not kill it with the default action.
     stop = asyncio.Event()
+    started = False
+
+    def on_hangup() -> None:
+        if started:
+            service.reload()
+        else:
+            log.warning("service.reload_ignored", reason="still starting")
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    lag: LoopLagMonitor | None = None
+    metrics_server = None
     try:
+        await service.start()
+        started = True
+        if config.metrics.listen is not None:
+            lag = LoopLagMonitor()
+            lag.start()
+            metrics_server = await start_metrics_server(
+                config.metrics.listen, RecorderCollector(service, lag)
+            )
+        service.notifier.ready("0 active calls")
         await stop.wait()
         log.info("service.stopping")
         service.notifier.stopping()

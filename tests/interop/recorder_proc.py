@@ -216,6 +216,8 @@ def running_recorder(
     try:
         _wait_listening(external_port, proc, log_path, 15)
         _wait_listening(internal_port, proc, log_path, 15)
+        # Listening comes before the catalog, the purge and the signal handlers are ready.
+        recorder.wait_event("service.started", timeout=20)
         yield recorder
     finally:
         recorder.stop()

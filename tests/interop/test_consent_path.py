@@ -421,3 +421,38 @@ def test_refusal_by_voice(interop_dir: Path, notice_recorder: RecorderFactory) -
     assert recorder.events("voice.unavailable") == []
     assert one_event(recorder, "consent.refused")["method"] == "voice"
     assert one_event(recorder, "call.summary")["recorded"] is False
+
+
+def test_notice_as_early_media(
+    interop_dir: Path,
+    prompt_wav: Path,
+    agent_wav: Path,
+    agent_long_wav: Path,
+    notice_recorder: RecorderFactory,
+) -> None:
+    """`early_media = true`: 183 + the notice; the caller is answered only by the callee."""
+    source = audio.pad(
+        prompt_wav, interop_dir / "late_prompt.wav", audio.wav_duration(NOTICE) + 2.5, 1.0
+    )
+    with peers.start_baresip(interop_dir, user="callee", source_wav=agent_long_wav) as callee:
+        recorder = notice_recorder(pbx_port=callee.sip_port)
+        text = recorder.policy_path.read_text().replace(
+            "play = true", "play = true\nearly_media = true"
+        )
+        recorder.policy_path.write_text(text)
+        recorder.proc.send_signal(signal.SIGHUP)
+        recorder.wait_event("service.reloaded")
+        with peers.start_baresip(interop_dir, user="caller", source_wav=source) as caller:
+            caller.dial(f"sip:callee@127.0.0.1:{recorder.external_port}")
+            established = caller.wait_event(
+                "CALL_ESTABLISHED", timeout=audio.wav_duration(NOTICE) + 8
+            )
+            callee_up = callee.wait_event("CALL_ESTABLISHED", timeout=5)
+            caller.wait_event("CALL_CLOSED", timeout=audio.wav_duration(source) + 10)
+            callee.wait_event("CALL_CLOSED", timeout=5)
+            heard = caller.received_wav()
+    # The caller's call was established only once the callee answered, after the notice.
+    assert established["_at"] >= callee_up["_at"] - 1.0
+    assert one_event(recorder, "call.answered_locally")["early_media"] is True
+    assert audio.peak_xcorr(NOTICE, heard).peak > 0.9
+    assert one_event(recorder, "consent.accepted")["method"] == "timeout"

@@ -573,3 +573,34 @@ def test_recordable_call_offers_the_pbx_only_decodable_codecs() -> None:
     h.receive(h.external, invite(body=offer))
     _, b = h.b_invite()
     assert SessionDescription.parse(b.body).media[0].formats == ["0", "101"]
+
+
+def test_early_media_notice_answers_only_when_the_pbx_does() -> None:
+    h, hooks = answer_first_harness()
+
+    def plan(call: Any, now: float) -> CallPlan:
+        return CallPlan(answer_first=True, early_media=True)
+
+    hooks.plan = plan  # type: ignore[method-assign]
+    key = h.receive(h.external, invite())
+    assert key is not None
+    assert h.ext_port.statuses(key) == [100, 183]  # the notice plays as early media
+    progress = h.ext_port.responses[-1][1]
+    assert SessionDescription.parse(progress.body).media[0].port == h.media[0].ports["a"]
+    call = next(iter(h.b2bua.calls.values()))
+    h.b2bua.proceed(call, h.now)
+    h.answer_b(200, sdp=sdp("127.0.0.1", 16000))
+    assert h.ext_port.statuses(key) == [100, 183, 200]
+    final = h.ext_port.responses[-1][1]
+    assert final.to.tag == progress.to.tag and final.body == progress.body
+
+
+def test_early_media_notice_pbx_refusal_reaches_the_caller() -> None:
+    h, hooks = answer_first_harness()
+    hooks.plan = lambda call, now: CallPlan(answer_first=True, early_media=True)  # type: ignore[method-assign]
+    key = h.receive(h.external, invite())
+    assert key is not None
+    h.b2bua.proceed(next(iter(h.b2bua.calls.values())), h.now)
+    h.answer_b(486)
+    assert h.ext_port.statuses(key) == [100, 183, 486]
+    assert h.media[0].closed

@@ -38,9 +38,16 @@ test: venv deps lint
 demo: venv deps
 	$(PY) scripts/demo.py
 
+# Run by hand on a quiet machine (root: installs kamailio, rtpengine and nftables for the
+# reference system); results go to bench/results/.
 bench: venv deps
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kamailio kamailio-extra-modules rtpengine-daemon nftables >/dev/null; fi
 	$(PY) bench/bench_parser.py
 	$(PY) bench/bench_relay.py
+	$(PY) bench/bench_writer.py
+	$(PY) bench/bench_callpath.py
+	$(PY) bench/bench_scale.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1033 @@
+"""Scale benchmark (issue 9): how many concurrent recorded calls one machine holds.
+
+For each level N, and each system, a fresh set of processes carries the same load:
+sipp UAC ramps to a plateau of N concurrent calls (`-r N/ramp -l N -m N`, each call
+`--call-length` s, a PCMU pcap per call from its own [auto_media_port]) towards a
+sipp UAS that echoes RTP, through
+
+- `direct`: nothing (sipp -> sipp, the harness's own ceiling);
+- `rtpengine`: kamailio (bench/kamailio/kamailio.cfg) + rtpengine (userspace
+  forwarding, `--recording-method=pcap`, one pcap per call);
+- `recorder`: `recorder serve`, policy "record every inbound call, no notice".
+
+    .venv/bin/python bench/bench_scale.py [--levels 100,250,500,750,1000]
+        [--call-length 60] [--systems direct,rtpengine,recorder] [--out-stem scale-DATE]
+        [--keep-going] [--profile SECONDS]
+
+Stops after the first level at which the recorder fails (a failed call, RTP loss
+>= 0.1% in either direction, or a recording missing / incomplete / off by > 20 ms).
+
+RTP is counted by the kernel, the same way for every system: an nftables table
+with four named counters (RTP version 2, PT 0 only) - packets leaving the caller's
+media ports, arriving at the UAS's port, leaving the UAS (the echo) and arriving
+back at the caller's ports (then dropped there: sipp's pcap player does not
+listen) - plus the UAS socket's own drop counter (/proc/net/udp). Loss forward =
+1 - (arrived at UAS - UAS socket drops) / sent by caller; loss back = 1 - arrived at
+caller / sent by UAS. CPU and memory are summed over each system's process tree
+(/proc, sampled every second; PSS for memory, so kamailio's forked children are not
+counted several times); the plateau is the span where sipp's CurrentCall == N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # plain `python bench/...`
+
+from bench import bench_callpath as cp  # noqa: E402
+from tests.interop import peers  # noqa: E402
+from tests.interop.recorder_proc import POLICY_TEMPLATE, RecorderProcess  # noqa: E402
+
+SYSTEMS = ("direct", "rtpengine", "recorder")
+UAC_MEDIA_BASE = 24000  # [auto_media_port]: 4 ports per call up from here
+RELAY_MEDIA_FIRST = 10000  # the recorder's and rtpengine's media range (not at once)
+RELAY_MEDIA_LAST = 14999
+KAMAILIO_CFG = ROOT / "bench" / "kamailio" / "kamailio.cfg"
+NFT_TABLE = "recorder_bench_scale"
+RTP_PT0 = "@th,64,16 & 0xc07f == 0x8000"  # first two UDP payload bytes: V=2, PT=0
+LOSS_LIMIT_PCT = 0.1
+DURATION_TOLERANCE_S = 0.020
+RAMP_CPS = 50.0  # new calls per second while ramping
+UAS_RTP_BUFFER = 4 * 1024 * 1024  # the echo socket takes every call's RTP
+
+RECORD_ALL_POLICY = """
+[policy]
+name = "BENCH"
+
+[recording]
+directions = ["inbound"]
+extensions = "all"
+mode = "automatic"
+
+[notice]
+play = false
+
+[naming]
+template = "{date}_{time}_ext-{extension}"
+
+[retention]
+recordings = "8 days"
+"""
+
+
+# --------------------------------------------------------------------------- process trees
+
+
+def children_of(roots: list[int]) -> list[int]:
+    """The roots and all their descendants, from /proc/*/stat."""
+    parent: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(text[text.rindex(")") + 2 :].split()[1])
+    out = [r for r in roots if r in parent]
+    frontier = list(out)
+    while frontier:
+        frontier = [pid for pid, ppid in parent.items() if ppid in frontier]
+        out += frontier
+    return out
+
+
+def pss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Tree:
+    """CPU (cumulative, dead processes keep their last value) and memory of a process tree."""
+
+    name: str
+    roots: list[int]
+    cpu: dict[int, float] = field(default_factory=dict)
+    cpu_at_start: dict[int, float] = field(default_factory=dict)
+
+    def sample(self) -> tuple[float, int, int]:
+        """(CPU seconds since `start`, PSS KiB, RSS KiB) of the tree now."""
+        pss = rss = 0
+        for pid in children_of(self.roots):
+            cpu = cp.cpu_seconds(pid)
+            if cpu is not None:
+                self.cpu[pid] = cpu
+            pss += pss_kib(pid) or 0
+            rss += cp.status_kib(pid, "VmRSS") or 0
+        used = sum(v - self.cpu_at_start.get(pid, 0.0) for pid, v in self.cpu.items())
+        return used, pss, rss
+
+    def start(self) -> None:
+        self.sample()
+        self.cpu_at_start = dict(self.cpu)
+
+
+# --------------------------------------------------------------------------- kernel RTP counters
+
+
+@contextmanager
+def nft_counters(uac_first: int, uac_last: int, uas_port: int) -> Iterator[None]:
+    """Our nftables table (counters, and a drop of what comes back to the caller's ports)."""
+    uac = f"{uac_first}-{uac_last}"
+    ruleset = f"""
+table inet {NFT_TABLE} {{
+  counter caller_tx {{ }}
+  counter callee_rx {{ }}
+  counter callee_tx {{ }}
+  counter caller_rx {{ }}
+  chain out {{
+    type filter hook output priority 0; policy accept;
+    udp sport {uac} {RTP_PT0} counter name "caller_tx"
+    udp sport {uas_port} {RTP_PT0} counter name "callee_tx"
+  }}
+  chain in {{
+    type filter hook input priority 0; policy accept;
+    udp dport {uas_port} {RTP_PT0} counter name "callee_rx"
+    udp dport {uac} {RTP_PT0} counter name "caller_rx"
+    udp dport {uac} drop
+  }}
+}}
+"""
+    with suppress(subprocess.CalledProcessError):
+        subprocess.run(
+            ["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True, check=True
+        )
+    subprocess.run(["nft", "-f", "-"], input=ruleset.encode(), check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True)
+
+
+def read_nft() -> dict[str, int]:
+    out = subprocess.run(
+        ["nft", "-j", "list", "counters", "table", "inet", NFT_TABLE],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    counters: dict[str, int] = {}
+    for item in json.loads(out)["nftables"]:
+        if "counter" in item:
+            counters[item["counter"]["name"]] = int(item["counter"]["packets"])
+    return counters
+
+
+def udp_socket_drops(port: int) -> int:
+    """The `drops` column of /proc/net/udp for sockets bound to 127.0.0.1:`port`."""
+    local = f"0100007F:{port:04X}"
+    total = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[1] == local:
+            total += int(cols[-1])
+    return total
+
+
+# --------------------------------------------------------------------------- systems
+
+
+@contextmanager
+def uas_echo(work: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Path]]:
+    """sipp uas_echo (-rtp_echo, one socket for every call's RTP, 4 MiB buffer).
+
+    (process, SIP port, media port, log dir).
+    """
+    log_dir = work / "sipp-uas"
+    port = peers.free_udp_port()
+    media = peers.free_port_block(4)
+    cmd = cp.sipp_cmd(
+        log_dir,
+        scenario="uas_echo",
+        port=port,
+        media_port=media,
+        rtp_echo=True,
+        extra_args=["-rtp_buffsize", str(UAS_RTP_BUFFER)],
+    )
+    with cp.child(cmd, log_dir) as proc:
+        cp.wait_udp_bound(port, proc)
+        yield proc, port, media, log_dir
+
+
+@contextmanager
+def rtpengine_pair(
+    work: Path, uas_port: int
+) -> Iterator[tuple[str, list[Tree], Path, subprocess.Popen[bytes]]]:
+    """rtpengine + kamailio: (SIP target, [trees], recording dir, rtpengine process)."""
+    rec_dir = work / "rtpengine-recordings"
+    rec_dir.mkdir(parents=True, exist_ok=True)
+    ng = peers.free_udp_port()
+    rtpe_cmd = [
+        "rtpengine",
+        "--config-file=none",
+        "--foreground",
+        "--log-stderr",
+        "--log-level=5",
+        "--table=-1",
+        "--interface=127.0.0.1",
+        f"--listen-ng=127.0.0.1:{ng}",
+        f"--port-min={RELAY_MEDIA_FIRST}",
+        f"--port-max={RELAY_MEDIA_LAST}",
+        "--delete-delay=0",
+        f"--recording-dir={rec_dir}",
+        "--recording-method=pcap",
+        "--pidfile=" + str(work / "rtpengine.pid"),
+    ]
+    sip_port = peers.free_udp_port()
+    kam_cmd = [
+        "kamailio",
+        "-f",
+        str(KAMAILIO_CFG),
+        "-DD",
+        "-E",
+        "-m",
+        "256",
+        "-M",
+        "16",
+        "-l",
+        f"udp:127.0.0.1:{sip_port}",
+        "-A",
+        f'NEXT_HOP="sip:127.0.0.1:{uas_port}"',
+        "-A",
+        f'RTPENGINE_SOCK="udp:127.0.0.1:{ng}"',
+        "-P",
+        str(work / "kamailio.pid"),
+        "-Y",
+        str(work / "kamailio-run"),
+        "-w",
+        str(work),
+    ]
+    (work / "kamailio-run").mkdir(exist_ok=True)
+    with cp.child(rtpe_cmd, work / "rtpengine") as rtpe:
+        cp.wait_udp_bound(ng, rtpe, timeout=10)
+        with cp.child(kam_cmd, work / "kamailio") as kam:
+            cp.wait_udp_bound(sip_port, kam, timeout=10)
+            time.sleep(1.0)  # its children connect to rtpengine
+            trees = [Tree("rtpengine", [rtpe.pid]), Tree("kamailio", [kam.pid])]
+            yield f"127.0.0.1:{sip_port}", trees, rec_dir, rtpe
+
+
+@contextmanager
+def recorder_service(
+    work: Path, uas_port: int
+) -> Iterator[tuple[RecorderProcess, int | None, str | None]]:
+    """`recorder serve` recording every call; (process, metrics port or None, note)."""
+    metrics_port: int | None = peers.free_port_block(1, tcp=True)
+    extra = RECORD_ALL_POLICY + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
+    note = None
+    try:
+        cm = recorder_with_policy(work, uas_port, extra)
+        rec = cm.__enter__()
+    except RuntimeError as exc:
+        if "metrics" not in str(exc):
+            raise
+        # An older recorder without the [metrics] table: run without, no loop lag.
+        note = f"no metrics endpoint ({str(exc).strip().splitlines()[-1][:200]})"
+        metrics_port = None
+        cm = recorder_with_policy(work / "retry", uas_port, RECORD_ALL_POLICY)
+        rec = cm.__enter__()
+    try:
+        yield rec, metrics_port, note
+    finally:
+        cm.__exit__(None, None, None)
+
+
+@contextmanager
+def recorder_with_policy(work: Path, uas_port: int, extra: str) -> Iterator[RecorderProcess]:
+    """bench_callpath.recorder with policy tables appended (the record-all policy)."""
+    work.mkdir(parents=True, exist_ok=True)
+    external = peers.free_port_block(1, tcp=True)
+    internal = peers.free_port_block(1, tcp=True)
+    policy = work / "policy.toml"
+    policy.write_text(
+        POLICY_TEMPLATE.format(
+            external_port=external,
+            internal_port=internal,
+            pbx_port=uas_port,
+            trunk_port=peers.free_udp_port(),
+            media_first=RELAY_MEDIA_FIRST,
+            media_last=RELAY_MEDIA_LAST,
+            storage=work,
+            external_allow='"127.0.0.0/8"',
+            ring_timeout=180,
+            drain_seconds=2,
+        )
+        + extra
+    )
+    log_path = work / "recorder.log"
+    cmd = [sys.executable, "-m", "recorder.cli", "serve", "--config", str(policy)]
+    cmd += ["--log-format", "json", "--log-level", "info"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work, env=env
+        )
+    rec = RecorderProcess(
+        proc, log_path, external, internal, RELAY_MEDIA_FIRST, RELAY_MEDIA_LAST, policy
+    )
+    try:
+        cp.wait_tcp_listening(external, proc, log_path)
+        cp.wait_tcp_listening(internal, proc, log_path)
+        yield rec
+    finally:
+        cp.stop(proc, grace=60.0)
+
+
+# --------------------------------------------------------------------------- recorder metrics
+
+METRIC_LINE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
+
+
+def scrape(port: int | None) -> dict[str, float]:
+    """Flat `name{labels}` -> value of the recorder's /metrics (empty on failure)."""
+    if port is None:
+        return {}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = METRIC_LINE.match(line)
+        if m is None:
+            continue
+        key = m["name"] + (f"{{{m['labels']}}}" if m["labels"] else "")
+        with suppress(ValueError):
+            out[key] = float(m["value"])
+    return out
+
+
+def lag_figures(before: dict[str, float], after: dict[str, float], last: list[float]) -> Any:
+    """Loop lag over the run: the histogram's delta, and the sampled `last` values."""
+    prefix = 'recorder_event_loop_lag_seconds_bucket{le="'
+    buckets = sorted(
+        (float(k[len(prefix) : -2]) if k[len(prefix) : -2] != "+Inf" else float("inf"), k)
+        for k in after
+        if k.startswith(prefix)
+    )
+    if not buckets:
+        return None
+    delta = [(bound, after[k] - before.get(k, 0.0)) for bound, k in buckets]
+    total = delta[-1][1]
+    if total <= 0:
+        return None
+    p99 = next(bound for bound, count in delta if count >= 0.99 * total)
+    below_max = [bound for (bound, count) in delta if count >= total]
+    count_key = "recorder_event_loop_lag_seconds_count"
+    sum_key = "recorder_event_loop_lag_seconds_sum"
+    mean = (after.get(sum_key, 0) - before.get(sum_key, 0)) / max(
+        1.0, after.get(count_key, 0) - before.get(count_key, 0)
+    )
+    return {
+        "measurements": int(total),
+        "mean_ms": round(mean * 1000, 2),
+        "p99_bucket_ms": p99 * 1000,
+        "max_bucket_ms": below_max[0] * 1000,
+        "peak_sampled_ms": round(max(last, default=0.0) * 1000, 2),
+        "histogram": {str(b): c for b, c in delta},
+    }
+
+
+# --------------------------------------------------------------------------- recordings
+
+
+def pcap_summary(path: Path) -> tuple[int, float]:
+    """(records, seconds from the first to the last) of a classic pcap file."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        return 0, 0.0
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    nano = data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    off, count, first, last = 24, 0, None, 0.0
+    while off + 16 <= len(data):
+        sec, frac, incl = struct.unpack_from(endian + "III", data, off)
+        t = sec + frac / (1e9 if nano else 1e6)
+        first = t if first is None else first
+        last = t
+        off += 16 + incl
+        count += 1
+    return count, (last - first) if first is not None else 0.0
+
+
+def rtpengine_recordings(
+    rec_dir: Path, calls: int, pcap_packets: int, reached: int
+) -> dict[str, Any]:
+    """One pcap per call: present, holding every packet that reached rtpengine
+    (`reached`: sent by both sipps, from the kernel counters), durations right."""
+    files = sorted(rec_dir.rglob("*.pcap"))
+    media_s = pcap_packets * 0.020
+    short = off = 0
+    spans: list[float] = []
+    packets = 0
+    for f in files:
+        n, span = pcap_summary(f)
+        packets += n
+        # Both directions recorded: 2 x pcap_packets; span + one ptime ~ media sent.
+        short += n < 2 * pcap_packets
+        spans.append(span + 0.020)
+        off += abs(span + 0.020 - media_s) > DURATION_TOLERANCE_S
+    return {
+        "files": len(files),
+        "expected": calls,
+        "packets": packets,
+        "packets_sent_to_it": reached,
+        "files_short": short,
+        "duration_off_by_more_than_20ms": off,
+        "duration_s": cp.distribution(spans),
+        "bytes": sum(f.stat().st_size for f in files),
+        "complete": len(files) == calls and packets >= reached and off == 0,
+    }
+
+
+def recorder_recordings(
+    rec: RecorderProcess, calls: int, pcap_packets: int, timeout: float
+) -> dict[str, Any]:
+    """recording.finalized events and the catalog: all there, complete, right duration."""
+    deadline = time.monotonic() + timeout
+    while True:
+        final = rec.events("recording.finalized")
+        if len(final) >= calls or time.monotonic() > deadline or rec.proc.poll() is not None:
+            break
+        time.sleep(1.0)
+    media_s = pcap_packets * 0.020
+    durations = [float(e.get("duration", 0.0)) for e in final]
+    states = collections.Counter(str(e.get("state")) for e in final)
+    off = [d for d in durations if abs(d - media_s) > DURATION_TOLERANCE_S]
+    rows = rec.catalog("recordings", "list", timeout=10.0)
+    catalog_states = collections.Counter(str(r.get("state")) for r in rows)
+    incomplete = len(rec.events("recording.incomplete"))
+    dropped = sum(int(e.get("dropped") or 0) for e in final)
+    return {
+        "finalized": len(final),
+        "expected": calls,
+        "states": dict(states),
+        "catalog_rows": len(rows),
+        "catalog_states": dict(catalog_states),
+        "incomplete_events": incomplete,
+        "writer_dropped_packets": dropped,
+        "media_sent_s": round(media_s, 3),
+        "duration_s": cp.distribution(durations),
+        "duration_off_by_more_than_20ms": len(off),
+        "worst_offset_ms": round(max((abs(d - media_s) for d in durations), default=0) * 1000, 1),
+        "complete": (
+            len(final) == calls
+            and states.get("complete", 0) == calls
+            and incomplete == 0
+            and not off
+            and catalog_states.get("complete", 0) == calls
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def pct(part: float, whole: float) -> float | None:
+    return round(100.0 * part / whole, 4) if whole else None
+
+
+def run_one(system: str, n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One system at one level, fresh processes; the figures as a dict."""
+    work.mkdir(parents=True, exist_ok=True)
+    ramp = max(1.0, n / RAMP_CPS)
+    rate = n / ramp
+    uac_last = UAC_MEDIA_BASE + 4 * n + 3
+    out: dict[str, Any] = {"system": system, "n": n, "loadavg_start": cp.loadavg()}
+    notes: list[str] = []
+    with ExitStack() as stack:
+        uas, uas_port, uas_media, uas_log = stack.enter_context(uas_echo(work))
+        trees: list[Tree] = []
+        rec: RecorderProcess | None = None
+        metrics_port: int | None = None
+        rec_dir: Path | None = None
+        if system == "direct":
+            target = f"127.0.0.1:{uas_port}"
+        elif system == "rtpengine":
+            target, trees, rec_dir, _ = stack.enter_context(rtpengine_pair(work, uas_port))
+        else:
+            rec, metrics_port, note = stack.enter_context(recorder_service(work, uas_port))
+            target = rec.external_target
+            trees = [Tree("recorder", [rec.proc.pid])]
+            if note:
+                notes.append(note)
+            if metrics_port is None:
+                notes.append("event-loop lag not exposed by this recorder")
+        stack.enter_context(nft_counters(UAC_MEDIA_BASE, uac_last, uas_media))
+        time.sleep(2.0)
+        idle = {t.name: t.sample()[1:] for t in trees}
+        for t in trees:
+            t.start()
+        metrics_before = scrape(metrics_port)
+        drops_before = udp_socket_drops(uas_media)
+        uas_cpu_before = cp.cpu_seconds(uas.pid) or 0.0
+
+        log_dir = work / "sipp-uac"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        sipp_timeout = ramp + args.call_length + 90
+        cmd = cp.sipp_cmd(
+            log_dir,
+            scenario="uac_load",
+            target=target,
+            port=peers.free_udp_port(),
+            media_port=UAC_MEDIA_BASE,
+            calls=n,
+            rate=rate,
+            limit=n,
+            call_length_ms=int(args.call_length * 1000),
+            service="service",
+            keys={"pcap": str(args.pcap.resolve())},
+            timeout_s=sipp_timeout,
+        )
+        samples: list[dict[str, Any]] = []
+        lag_last: list[float] = []
+        profile: subprocess.Popen[bytes] | None = None
+        uac_cpu = 0.0
+        with cp.child(cmd, log_dir) as proc:
+            start = time.monotonic()
+            while True:
+                pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    uac_cpu = rusage.ru_utime + rusage.ru_stime
+                    break
+                now = time.monotonic() - start
+                if now > sipp_timeout + 15:
+                    notes.append("sipp UAC timed out")
+                    break
+                current = cp.last_int(cp.read_stat_rows(log_dir / "stat.csv"), "CurrentCall")
+                sample: dict[str, Any] = {"t": round(now, 2), "calls": current}
+                for t in trees:
+                    cpu_s, pss, rss = t.sample()
+                    sample[t.name] = [round(cpu_s, 3), pss, rss]
+                if metrics_port is not None:
+                    m = scrape(metrics_port)
+                    if "recorder_event_loop_lag_last_seconds" in m:
+                        lag_last.append(m["recorder_event_loop_lag_last_seconds"])
+                samples.append(sample)
+                if (
+                    args.profile
+                    and rec is not None
+                    and profile is None
+                    and current >= n
+                    and now > ramp + 3
+                ):
+                    profile = start_profile(rec.proc.pid, args.profile, work)
+                time.sleep(1.0)
+            wall = time.monotonic() - start
+        out["wall_s"] = round(wall, 1)
+        out["uac_returncode"] = proc.returncode
+        time.sleep(1.5)  # the last echoes, the UAS's stat row
+        counters = read_nft()
+        drops = udp_socket_drops(uas_media) - drops_before
+        uas_cpu = (cp.cpu_seconds(uas.pid) or 0.0) - uas_cpu_before
+        metrics_after = scrape(metrics_port)
+
+        rows = cp.read_stat_rows(log_dir / "stat.csv")
+        stats = rows[-1] if rows else {}
+        res = peers.SippResult("uac_load", cmd, proc.returncode, log_dir, False, stats)
+        uas_rows = cp.read_stat_rows(uas_log / "stat.csv")
+        out["calls"] = {
+            "created": res.created,
+            "successful": res.successful,
+            "failed": res.failed,
+            "uas_failed": cp.last_int(uas_rows, "FailedCall(C)"),
+            "retransmissions_uac": res.retransmissions,
+            "retransmissions_uas": cp.last_int(uas_rows, "Retransmissions(C)"),
+            "invite_200_avg_ms": cp.sipp_time_ms(stats.get("ResponseTime1(C)", "")),
+        }
+        plateau = [s for s in samples if s["calls"] >= n]
+        out["peak_concurrent"] = max((s["calls"] for s in samples), default=0)
+        out["plateau_s"] = round(plateau[-1]["t"] - plateau[0]["t"], 1) if len(plateau) > 1 else 0
+
+        expected = args.pcap_packets * res.successful
+        caller_tx, callee_rx = counters.get("caller_tx", 0), counters.get("callee_rx", 0)
+        callee_tx, caller_rx = counters.get("callee_tx", 0), counters.get("caller_rx", 0)
+        out["rtp"] = {
+            "expected_per_direction": expected,
+            "caller_sent": counters.get("caller_tx", 0),
+            "callee_arrived": counters.get("callee_rx", 0),
+            "callee_socket_drops": drops,
+            "callee_sent": counters.get("callee_tx", 0),
+            "caller_arrived": counters.get("caller_rx", 0),
+            # In the system under test: sent by one sipp vs arrived at the other's host.
+            "forward_loss_pct": pct(caller_tx - callee_rx, caller_tx),
+            "back_loss_pct": pct(callee_tx - caller_rx, callee_tx),
+            # The harness's own loss: the UAS's echo socket overflowing.
+            "uas_socket_drop_pct": pct(drops, callee_rx),
+            "forward_loss_at_uas_socket_pct": pct(caller_tx - callee_rx + drops, caller_tx),
+            "caller_sent_vs_expected_pct": pct(counters.get("caller_tx", 0), expected),
+        }
+        out["sipp_cores"] = round((uac_cpu + uas_cpu) / wall, 3)
+
+        # CPU and memory of the system under test.
+        cpu: dict[str, Any] = {}
+        mem: dict[str, Any] = {}
+        for t in trees:
+            pts = [(s["t"], s[t.name][0]) for s in plateau if t.name in s]
+            cores = (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]) if len(pts) > 1 else None
+            total = samples[-1][t.name][0] if samples else 0.0
+            cpu[t.name] = {
+                "plateau_cores": round(cores, 3) if cores is not None else None,
+                "avg_cores": round(total / wall, 3),
+                "cpu_s": round(total, 2),
+            }
+            pss_plateau = [s[t.name][1] for s in plateau if t.name in s]
+            rss_plateau = [s[t.name][2] for s in plateau if t.name in s]
+            idle_pss, idle_rss = idle[t.name]
+            mean_pss = sum(pss_plateau) / len(pss_plateau) if pss_plateau else None
+            mem[t.name] = {
+                "idle_pss_kib": idle_pss,
+                "idle_rss_kib": idle_rss,
+                "plateau_pss_kib": round(mean_pss) if mean_pss is not None else None,
+                "peak_pss_kib": max(pss_plateau, default=None),
+                "peak_rss_kib": max(rss_plateau, default=None),
+                "pss_per_call_kib": round((mean_pss - idle_pss) / n, 1)
+                if mean_pss is not None
+                else None,
+            }
+        plateau_cores = [c["plateau_cores"] for c in cpu.values()]
+        sut_cores = round(sum(plateau_cores), 3) if trees and None not in plateau_cores else None
+        out["cpu"] = cpu
+        out["sut_cores"] = sut_cores if trees else 0.0
+        out["sut_mcores_per_call"] = round(1000 * sut_cores / n, 3) if sut_cores else None
+        out["memory"] = mem
+        per_call = [m["pss_per_call_kib"] for m in mem.values()]
+        out["sut_kib_per_call"] = round(sum(per_call), 1) if mem and None not in per_call else None
+
+        if profile is not None:
+            out["profile"] = finish_profile(profile, work, args.profile)
+        if rec is not None:
+            out["lag"] = lag_figures(metrics_before, metrics_after, lag_last)
+            out["recordings"] = recorder_recordings(
+                rec, res.successful, args.pcap_packets, timeout=60 + n / 20
+            )
+            ended = cp.wait_call_ended(rec, res.successful, timeout=10)
+            out["recorder_counters"] = cp.rtp_figures(ended, args.pcap_packets)
+            out["recorder_counters"].pop("sums", None)
+            out["errors_logged"] = sum(
+                1 for e in rec.events() if e.get("level") in ("error", "critical")
+            )
+            out["metrics_after"] = {
+                k: v
+                for k, v in metrics_after.items()
+                if k.startswith(("recorder_rtp_", "recorder_recording", "recorder_writer"))
+            }
+        elif rec_dir is not None:
+            time.sleep(2.0)  # rtpengine closes the pcaps on delete
+            out["recordings"] = rtpengine_recordings(
+                rec_dir, res.successful, args.pcap_packets, caller_tx + callee_tx
+            )
+    if (out.get("rtp", {}).get("uas_socket_drop_pct") or 0) >= LOSS_LIMIT_PCT:
+        notes.append("the sipp UAS's echo socket dropped >= 0.1%: the harness is the limit")
+    out["notes"] = notes
+    out["failures"] = failures(out, n)
+    out["ok"] = not out["failures"]
+    if not args.keep_files:
+        for sub in ("recordings", "rtpengine-recordings", "retry"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+    return out
+
+
+def failures(out: dict[str, Any], n: int) -> list[str]:
+    why: list[str] = []
+    calls = out.get("calls", {})
+    if calls.get("failed") or calls.get("successful") != n:
+        why.append(f"calls: {calls.get('successful')}/{n} successful, {calls.get('failed')} failed")
+    rtp = out.get("rtp", {})
+    for key in ("forward_loss_pct", "back_loss_pct"):
+        if rtp.get(key) is None or rtp[key] >= LOSS_LIMIT_PCT:
+            why.append(f"{key} = {rtp.get(key)}")
+    recs = out.get("recordings")
+    if recs is not None and not recs.get("complete"):
+        why.append("recordings incomplete")
+    return why
+
+
+# --------------------------------------------------------------------------- py-spy
+
+
+def start_profile(pid: int, seconds: float, work: Path) -> subprocess.Popen[bytes] | None:
+    exe = Path(sys.executable).parent / "py-spy"
+    if not exe.exists():
+        return None
+    cmd = [
+        str(exe),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        "100",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--output",
+        str(work / "py-spy.txt"),
+    ]
+    with open(work / "py-spy.log", "wb") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish_profile(proc: subprocess.Popen[bytes], work: Path, seconds: float) -> dict[str, Any]:
+    """Self time and inclusive time per function from py-spy's collapsed stacks."""
+    try:
+        proc.wait(120)
+    except subprocess.TimeoutExpired:
+        cp.stop(proc)
+    self_t: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    path = work / "py-spy.txt"
+    if not path.exists():
+        return {"error": (work / "py-spy.log").read_text(errors="replace")[-500:]}
+    for line in path.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not count_s.isdigit():
+            continue
+        count = int(count_s)
+        frames = [re.sub(r" \(/.*?([^/]+/[^/]+\.py)", r" (\1", f) for f in stack.split(";")]
+        total += count
+        self_t[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+    by_function: collections.Counter[str] = collections.Counter()
+    for frame, count in self_t.items():
+        by_function[re.sub(r":\d+\)$", ")", frame)] += count
+    return {
+        "samples": total,
+        "busy_fraction_of_one_core": round(total / (100 * seconds), 3),
+        "self_pct_by_function": [
+            (f, round(100 * c / total, 1)) for f, c in by_function.most_common(15)
+        ],
+        "self_pct_top": [(f, round(100 * c / total, 1)) for f, c in self_t.most_common(15)],
+        "inclusive_pct_top": [(f, round(100 * c / total, 1)) for f, c in incl.most_common(25)],
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown(runs: list[dict[str, Any]], env: dict[str, Any], params: dict[str, Any]) -> str:
+    lines = [
+        f"# Scale benchmark, {env['date'][:10]}",
+        "",
+        f"Machine: {env['nproc']} cores ({env['cpu_model']}), kernel {env['kernel']}, "
+        f"Python {env['python']}, {env['sipp']}. Calls of {params['call_length_s']:g} s, "
+        f"PCMU 20 ms both ways (the UAS echoes), ramp at {RAMP_CPS:g} calls/s to N "
+        "concurrent; every call recorded (recorder: WAV; rtpengine: pcap).",
+        "",
+        "| N | system | load avg at start | calls ok / failed | retrans | RTP loss fwd / back % "
+        "| UAS socket drops | cores (plateau) | mcores/call | recorder CPU/call ÷ this "
+        "| sipp cores | KiB/call (PSS) | peak loop lag ms | recordings complete |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ours = {r["n"]: r.get("sut_mcores_per_call") for r in runs if r["system"] == "recorder"}
+    for r in runs:
+        calls = r.get("calls", {})
+        rtp = r.get("rtp", {})
+        per_call = r.get("sut_mcores_per_call")
+        mine = ours.get(r["n"])
+        ratio = "n/a"
+        if r["system"] == "recorder" and mine:
+            ratio = "1"
+        elif r["system"] == "rtpengine" and per_call and mine:
+            alone = r.get("cpu", {}).get("rtpengine", {}).get("plateau_cores")
+            ratio = f"{mine / per_call:.2f}"
+            if alone:
+                ratio += f" ({mine / (1000 * alone / r['n']):.2f} vs rtpengine alone)"
+        lag = r.get("lag")
+        lag_s = (
+            f"{lag['peak_sampled_ms']:.1f} (p99 <= {lag['p99_bucket_ms']:g})"
+            if isinstance(lag, dict)
+            else ("n/a" if r["system"] == "recorder" else "-")
+        )
+        recs = r.get("recordings")
+        rec_s = (
+            "-"
+            if recs is None
+            else f"{'yes' if recs['complete'] else 'NO'} "
+            f"({recs.get('finalized', recs.get('files'))}/{recs['expected']})"
+        )
+        cores = r.get("sut_cores")
+        cpu = r.get("cpu", {})
+        cores_s = fmt(cores)
+        if r["system"] == "rtpengine" and cpu:
+            cores_s += (
+                " (" + " + ".join(f"{k} {fmt(v['plateau_cores'])}" for k, v in cpu.items()) + ")"
+            )
+        lines.append(
+            f"| {r['n']} | {r['system']} | {'/'.join(map(str, r['loadavg_start']))} "
+            f"| {calls.get('successful')} / {calls.get('failed')} "
+            f"| {calls.get('retransmissions_uac', 0)} + {calls.get('retransmissions_uas', 0)} "
+            f"| {fmt(rtp.get('forward_loss_pct'))} / {fmt(rtp.get('back_loss_pct'))} "
+            f"| {rtp.get('callee_socket_drops', 'n/a')} "
+            f"| {cores_s} | {fmt(per_call)} | {ratio} | {fmt(r.get('sipp_cores'))} "
+            f"| {fmt(r.get('sut_kib_per_call'))} | {lag_s} | {rec_s} |"
+        )
+    lines += [
+        "",
+        "cores: CPU of the system under test's process tree while all N calls were up "
+        "(recorder: service + writer process; rtpengine row: kamailio + rtpengine). "
+        "recorder CPU/call ÷ this: the recorder's CPU per call over that system's (issue 9's "
+        "aim: <= 2 against rtpengine); direct has no system in the path, only sipp. "
+        "RTP loss: kernel counters (nftables) of packets leaving one sipp and reaching the "
+        "other's host, both directions; UAS socket drops: the stand-in PBX's own echo socket "
+        "overflowing (harness, not the system under test). "
+        "KiB/call: (mean PSS on the plateau - idle PSS) / N.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed: .venv/bin/pip install matplotlib"
+    fig, (ax_cpu, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"recorder": "o-", "rtpengine": "s-", "direct": "^--"}
+    for system in SYSTEMS:
+        rs = [r for r in runs if r["system"] == system]
+        if not rs:
+            continue
+        ns = [r["n"] for r in rs]
+        if system == "direct":
+            ax_cpu.plot(
+                ns, [r.get("sipp_cores") for r in rs], styles[system], label="direct (sipp only)"
+            )
+        else:
+            label = "kamailio + rtpengine" if system == "rtpengine" else "recorder"
+            ax_cpu.plot(ns, [r.get("sut_cores") for r in rs], styles[system], label=label)
+        loss = [
+            max(r["rtp"].get("forward_loss_pct") or 0, r["rtp"].get("back_loss_pct") or 0)
+            for r in rs
+        ]
+        ax_loss.plot(ns, loss, styles[system], label=system)
+    ax_cpu.set_xlabel("concurrent calls")
+    ax_cpu.set_ylabel("CPU (cores) on the plateau")
+    ax_cpu.set_title("CPU of the system under test")
+    ax_cpu.grid(True, alpha=0.3)
+    ax_cpu.legend()
+    ax_loss.axhline(LOSS_LIMIT_PCT, color="red", lw=0.8, ls=":", label="0.1% limit")
+    ax_loss.set_yscale("symlog", linthresh=0.01)
+    ax_loss.set_ylim(bottom=0)
+    ax_loss.set_xlabel("concurrent calls")
+    ax_loss.set_ylabel("RTP loss, worse direction (%)")
+    ax_loss.set_title("RTP loss")
+    ax_loss.grid(True, alpha=0.3)
+    ax_loss.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--levels", default="100,250,500,750,1000", help="concurrent calls, comma list")
+    p.add_argument("--call-length", type=float, default=60.0, help="seconds per call")
+    p.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="subset of direct,rtpengine,recorder"
+    )
+    p.add_argument("--out-stem", default=None, help="bench/results/STEM.{json,md,png}")
+    p.add_argument("--keep-going", action="store_true", help="do not stop at the first failure")
+    p.add_argument("--keep-files", action="store_true", help="keep recordings after each run")
+    p.add_argument(
+        "--profile", type=float, default=0.0, help="py-spy the recorder for S s on each plateau"
+    )
+    args = p.parse_args(argv)
+    args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(args.systems) - set(SYSTEMS)
+    if unknown:
+        p.error(f"unknown systems: {sorted(unknown)}")
+    too_big = [n for n in args.levels if 4 * n > RELAY_MEDIA_LAST - RELAY_MEDIA_FIRST - 100]
+    if too_big:
+        p.error(f"levels {too_big}: the media range holds about 1200 calls")
+    if args.out_stem is None:
+        args.out_stem = f"scale-{dt.date.today().strftime('%Y%m%d')}"
+    return args
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(f"signal {signum}")  # so that every finally block stops its process
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        print("needs root and nft (nftables) for the RTP counters", file=sys.stderr)
+        return 2
+    if "rtpengine" in args.systems and not (shutil.which("rtpengine") and shutil.which("kamailio")):
+        print("rtpengine/kamailio missing: see bench/bench_scale.py's docstring", file=sys.stderr)
+        return 2
+    env = cp.environment()
+    env["rtpengine"] = cp.first_line(["rtpengine", "--version"])
+    env["kamailio"] = cp.first_line(["kamailio", "-v"])
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    args.pcap, args.pcap_packets, pcap_s = cp.make_pcap(work, args.call_length)
+    params = {
+        "levels": args.levels,
+        "systems": args.systems,
+        "call_length_s": args.call_length,
+        "pcap_packets": args.pcap_packets,
+        "pcap_seconds": round(pcap_s, 3),
+        "ramp_calls_per_s": RAMP_CPS,
+        "loss_limit_pct": LOSS_LIMIT_PCT,
+        "duration_tolerance_s": DURATION_TOLERANCE_S,
+    }
+    print(f"work dir {work}; pcap {args.pcap_packets} packets; load {cp.loadavg()}", flush=True)
+    runs: list[dict[str, Any]] = []
+    stem = results_dir / args.out_stem
+
+    def write() -> None:
+        report = {"environment": env, "parameters": params, "runs": runs}
+        stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        stem.with_suffix(".md").write_text(markdown(runs, env, params))
+        problem = plot(runs, stem.with_suffix(".png"))
+        if problem:
+            print(problem, file=sys.stderr)
+
+    for n in args.levels:
+        level_failed = False
+        for system in args.systems:
+            print(f"[{time.strftime('%H:%M:%S')}] N={n} {system} (load {cp.loadavg()})", flush=True)
+            try:
+                result = run_one(system, n, args, work / f"{n}-{system}")
+            except Exception as exc:  # one broken run is a result, not a crash
+                traceback.print_exc()
+                result = {
+                    "system": system,
+                    "n": n,
+                    "loadavg_start": cp.loadavg(),
+                    "ok": False,
+                    "failures": [f"harness: {type(exc).__name__}: {exc}"],
+                    "rtp": {},
+                }
+            runs.append(result)
+            print(
+                f"    ok={result['ok']} cores={result.get('sut_cores')} "
+                f"loss={result['rtp'].get('forward_loss_pct')}/"
+                f"{result['rtp'].get('back_loss_pct')} "
+                f"{'; '.join(result['failures'])}",
+                flush=True,
+            )
+            write()
+            if system == "recorder" and not result["ok"]:
+                level_failed = True
+            time.sleep(3.0)
+        if level_failed and not args.keep_going:
+            print(f"recorder failed at N={n}: stopping", flush=True)
+            break
+    write()
+    print(stem.with_suffix(".md").read_text())
+    print(f"wrote {stem}.json/.md/.png (logs in {work})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -109,6 +109,8 @@ class StereoTimeline:
         self._jump = round(max_jump * clock_rate)
         self._drift_tolerance = round(drift_tolerance * clock_rate)
         self._drift_window = round(drift_window * clock_rate)
+        # 2 ms per 10 s window follows a 200 ppm sender clock, far past real ones.
+        self._drift_step = max(1, round(0.0002 * drift_window * clock_rate))
         self._channels = (_Channel(), _Channel())
         self.origin: float | None = None
         self.committed = 0  # samples written out so far
@@ -196,8 +198,11 @@ class StereoTimeline:
             return
         drift = ch.window_min
         if abs(drift) >= self._drift_tolerance:
-            # int() because window_min starts as a float infinity.
-            ch.last_pos += int(drift)
+            # Real clocks drift by parts per million: at most one small step per window. A
+            # larger apparent drift is a late anchor packet (a loaded sender or network),
+            # and undoing it at once would drop that much of the party's audio.
+            step = max(-self._drift_step, min(self._drift_step, int(drift)))
+            ch.last_pos += step
             self.stats.drift_corrections += 1
         ch.window_min = math.inf
         ch.window_end = apos + self._drift_window

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
 
 from . import audio, peers
+from .recorder_proc import RecorderProcess, running_recorder
+
+RecorderFactory = Callable[..., RecorderProcess]
 
 PROMPT_TEXT = "This call may be recorded. To refuse, press nine."
 AGENT_TEXT = "Good morning, accounting department, how can I help you today?"
@@ -110,3 +115,37 @@ def agent_long_wav(audio_dir: Path, agent_wav: Path) -> Path:
 def interop_dir(tmp_path: Path) -> Path:
     """Where this test's peers write configs and logs (kept by pytest for inspection)."""
     return tmp_path
+
+
+@pytest.fixture
+def start_recorder(interop_dir: Path) -> Iterator[RecorderFactory]:
+    """Start `recorder serve` towards a PBX port, with free SIP and media ports; every
+    recorder started is stopped (SIGTERM) at the end of the test. Several starts share
+    one directory, so a restarted recorder finds its catalog and files."""
+    stack = ExitStack()
+
+    def start(
+        *,
+        pbx_port: int,
+        media_ports: int = 64,
+        trunk_port: int = 0,
+        policy_extra: str = "",
+        **kwargs: Any,
+    ) -> RecorderProcess:
+        first = peers.free_port_block(media_ports)
+        return stack.enter_context(
+            running_recorder(
+                interop_dir / "recorder",
+                external_port=peers.free_port_block(1, tcp=True),
+                internal_port=peers.free_port_block(1, tcp=True),
+                pbx_port=pbx_port,
+                trunk_port=trunk_port or peers.free_udp_port(),
+                media_first=first,
+                media_last=first + media_ports - 1,
+                policy_extra=policy_extra,
+                **kwargs,
+            )
+        )
+
+    with stack:
+        yield start

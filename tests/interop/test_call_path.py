@@ -5,42 +5,14 @@ from __future__ import annotations
 import re
 import socket
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from . import audio, peers
-from .recorder_proc import RecorderProcess, running_recorder
+from .conftest import RecorderFactory
 
 pytestmark = pytest.mark.interop
-
-RecorderFactory = Callable[..., RecorderProcess]
-
-
-@pytest.fixture
-def start_recorder(interop_dir: Path) -> Iterator[RecorderFactory]:
-    """Start `recorder serve` towards a PBX port; stopped (SIGTERM) at the end of the test."""
-    stack = ExitStack()
-
-    def start(*, pbx_port: int, media_ports: int = 64, **kwargs: Any) -> RecorderProcess:
-        first = peers.free_port_block(media_ports)
-        cm: AbstractContextManager[RecorderProcess] = running_recorder(
-            interop_dir / "recorder",
-            external_port=peers.free_port_block(1, tcp=True),
-            internal_port=peers.free_port_block(1, tcp=True),
-            pbx_port=pbx_port,
-            trunk_port=peers.free_udp_port(),
-            media_first=first,
-            media_last=first + media_ports - 1,
-            **kwargs,
-        )
-        return stack.enter_context(cm)
-
-    with stack:
-        yield start
 
 
 def pcap_packets(path: Path) -> int:

@@ -8,8 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,8 @@ import numpy as np
 import pytest
 
 from . import audio, peers
-from .recorder_proc import RecorderProcess, running_recorder
+from .conftest import RecorderFactory
+from .recorder_proc import RecorderProcess
 
 pytestmark = pytest.mark.interop
 
@@ -49,31 +48,20 @@ barge_in = true
 recordings = "8 days"
 """
 
-RecorderFactory = Callable[..., RecorderProcess]
-
 
 @pytest.fixture
-def notice_recorder(interop_dir: Path) -> Iterator[RecorderFactory]:
-    stack = ExitStack()
-
+def notice_recorder(start_recorder: RecorderFactory) -> RecorderFactory:
     def start(
         *, pbx_port: int, listen: float = 1.0, trunk_port: int = 0, extra: str = ""
     ) -> RecorderProcess:
-        first = peers.free_port_block(32)
-        cm: AbstractContextManager[RecorderProcess] = running_recorder(
-            interop_dir / "recorder",
-            external_port=peers.free_port_block(1, tcp=True),
-            internal_port=peers.free_port_block(1, tcp=True),
+        return start_recorder(
             pbx_port=pbx_port,
-            trunk_port=trunk_port or peers.free_udp_port(),
-            media_first=first,
-            media_last=first + 31,
+            media_ports=32,
+            trunk_port=trunk_port,
             policy_extra=POLICY.format(notice=NOTICE, listen=listen) + extra,
         )
-        return stack.enter_context(cm)
 
-    with stack:
-        yield start
+    return start
 
 
 def notice_packets() -> int:

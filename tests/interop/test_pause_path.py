@@ -7,8 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +14,13 @@ import pytest
 import soundfile
 
 from . import audio, peers
-from .recorder_proc import RecorderProcess, running_recorder
+from .conftest import RecorderFactory
+from .recorder_proc import RecorderProcess
 from .test_recording_path import POLICY
 
 pytestmark = pytest.mark.interop
 
 DTMF = Path("/usr/share/sip-tester")
-RecorderFactory = Callable[..., RecorderProcess]
 
 
 def policy_with(**recording: str) -> str:
@@ -32,25 +30,11 @@ def policy_with(**recording: str) -> str:
 
 
 @pytest.fixture
-def recorders(interop_dir: Path) -> Iterator[RecorderFactory]:
-    stack = ExitStack()
-
+def recorders(start_recorder: RecorderFactory) -> RecorderFactory:
     def start(*, pbx_port: int, policy: str) -> RecorderProcess:
-        first = peers.free_port_block(32)
-        cm: AbstractContextManager[RecorderProcess] = running_recorder(
-            interop_dir / "recorder",
-            external_port=peers.free_port_block(1, tcp=True),
-            internal_port=peers.free_port_block(1, tcp=True),
-            pbx_port=pbx_port,
-            trunk_port=peers.free_udp_port(),
-            media_first=first,
-            media_last=first + 31,
-            policy_extra=policy,
-        )
-        return stack.enter_context(cm)
+        return start_recorder(pbx_port=pbx_port, media_ports=32, policy_extra=policy)
 
-    with stack:
-        yield start
+    return start
 
 
 def ctl(recorder: RecorderProcess, *args: str) -> tuple[int, str]:

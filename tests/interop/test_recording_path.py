@@ -6,8 +6,6 @@ import hashlib
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,8 @@ import soundfile
 from consent.g711 import ulaw_decode
 
 from . import peers
-from .recorder_proc import RecorderProcess, running_recorder
+from .conftest import RecorderFactory
+from .recorder_proc import RecorderProcess
 
 pytestmark = pytest.mark.interop
 
@@ -41,32 +40,16 @@ recordings = "8 days"                   # D1
 {extra}
 """
 
-RecorderFactory = Callable[..., RecorderProcess]
-
 
 @pytest.fixture
-def recording_recorder(interop_dir: Path) -> Iterator[RecorderFactory]:
-    stack = ExitStack()
-
+def recording_recorder(start_recorder: RecorderFactory) -> RecorderFactory:
     def start(*, pbx_port: int, directions: str = '["inbound"]') -> RecorderProcess:
-        first = peers.free_port_block(32)
         policy = POLICY.format(extra="").replace(
             'directions = ["inbound"]', f"directions = {directions}"
         )
-        cm: AbstractContextManager[RecorderProcess] = running_recorder(
-            interop_dir / "recorder",
-            external_port=peers.free_port_block(1, tcp=True),
-            internal_port=peers.free_port_block(1, tcp=True),
-            pbx_port=pbx_port,
-            trunk_port=peers.free_udp_port(),
-            media_first=first,
-            media_last=first + 31,
-            policy_extra=policy,
-        )
-        return stack.enter_context(cm)
+        return start_recorder(pbx_port=pbx_port, media_ports=32, policy_extra=policy)
 
-    with stack:
-        yield start
+    return start
 
 
 def pcap_pcm(path: Path) -> np.ndarray:

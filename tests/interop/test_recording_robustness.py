@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 import struct
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -16,34 +15,21 @@ import soundfile
 from consent.g711 import ulaw_decode
 
 from . import audio, peers
-from .recorder_proc import RecorderProcess, running_recorder
+from .conftest import RecorderFactory
+from .recorder_proc import RecorderProcess
 from .test_recording_path import POLICY, find_exact
 
 pytestmark = pytest.mark.interop
 
-RecorderFactory = Callable[..., RecorderProcess]
-
 
 @pytest.fixture
-def recorders(interop_dir: Path) -> Iterator[RecorderFactory]:
-    stack = ExitStack()
-
+def recorders(start_recorder: RecorderFactory) -> RecorderFactory:
     def start(*, pbx_port: int, media_ports: int = 32) -> RecorderProcess:
-        first = peers.free_port_block(media_ports)
-        cm: AbstractContextManager[RecorderProcess] = running_recorder(
-            interop_dir / "recorder",  # the same directory each time: a restart finds its files
-            external_port=peers.free_port_block(1, tcp=True),
-            internal_port=peers.free_port_block(1, tcp=True),
-            pbx_port=pbx_port,
-            trunk_port=peers.free_udp_port(),
-            media_first=first,
-            media_last=first + media_ports - 1,
-            policy_extra=POLICY.format(extra=""),
+        return start_recorder(
+            pbx_port=pbx_port, media_ports=media_ports, policy_extra=POLICY.format(extra="")
         )
-        return stack.enter_context(cm)
 
-    with stack:
-        yield start
+    return start
 
 
 def lossy_pcap(source: Path, out: Path, loss: float, seed: int) -> list[tuple[int, bytes]]:

@@ -781,7 +781,7 @@ def _read_naming(reader: _PolicyReader, data: Mapping[str, Any]) -> Naming:
             if name not in NAMING_FIELDS or spec or conversion:
                 reader.error(
                     "naming.template",
-                    f"unknown placeholder {{{name}}} (known: "
+                    f"unknown template field {{{name}}} (known: "
                     f"{', '.join('{' + f + '}' for f in sorted(NAMING_FIELDS))})",
                 )
             fields.add(name)

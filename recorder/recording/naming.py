@@ -28,7 +28,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]+")
 
 
 def sanitize(value: str | None) -> str:
-    """A placeholder value that cannot name another directory: no separators, no `..`."""
+    """A template field value that cannot name another directory: no separators, no `..`."""
     if not value:
         return "unknown"
     cleaned = _UNSAFE.sub("_", value)
@@ -38,7 +38,7 @@ def sanitize(value: str | None) -> str:
 
 
 def check_template(template: str) -> None:
-    """Raise ValueError for an unknown placeholder, a format spec or a path separator."""
+    """Raise ValueError for an unknown template field, a format spec or a path separator."""
     if not template:
         raise ValueError("empty file name template")
     for literal, field, spec, conversion in string.Formatter().parse(template):
@@ -48,10 +48,10 @@ def check_template(template: str) -> None:
             continue
         if field not in FIELDS:
             raise ValueError(
-                f"unknown placeholder {{{field}}} in {template!r}; known: {sorted(FIELDS)}"
+                f"unknown template field {{{field}}} in {template!r}; known: {sorted(FIELDS)}"
             )
         if spec or conversion:
-            raise ValueError(f"placeholder {{{field}}} takes no format spec in {template!r}")
+            raise ValueError(f"template field {{{field}}} takes no format spec in {template!r}")
 
 
 def _local(arrival: datetime, tz: tzinfo | None) -> datetime:

@@ -234,12 +234,12 @@ MISTAKES = [
         "same code",
     ),
     (
-        "unknown placeholder",
+        "unknown template field",
         "agent-{agent}",
         "agent-{agnet}",
         "template =",
         "naming.template",
-        "unknown placeholder {agnet}",
+        "unknown template field {agnet}",
     ),
     (
         "path in file name",

@@ -10,16 +10,20 @@ Exit codes: 0 done, 1 nothing found or the catalog is unreadable, 2 bad argument
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from recorder.config import ConfigError, load_config
+from recorder.logs import mask_numbers
+from storage import audit
 from storage.db import CatalogMissing
 from storage.models import Direction, RecordingState
 from storage.repository import CallInfo, Catalog, RecordingInfo
@@ -41,6 +45,35 @@ def _config_path(given: str | None) -> Path:
         if candidate.exists():
             return candidate
     return DEFAULT_CONFIGS[0]
+
+
+class _Opened:
+    """An open catalog, the policy's zone, and where the audit chain is anchored."""
+
+    def __init__(self, catalog: Catalog, zone: tzinfo, anchor: Path) -> None:
+        self.catalog = catalog
+        self.zone = zone
+        self.anchor = anchor
+
+    def audit(self, action: str, object_: str, detail: dict[str, Any]) -> None:
+        """A10, A5: every listing or reading of the catalog leaves a trace, or fails."""
+        self.anchor.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        clean = {k: mask_numbers(v) if isinstance(v, str) else v for k, v in detail.items()}
+        audit.record(
+            self.catalog,
+            self.anchor,
+            at=datetime.now(UTC),
+            actor=f"{getpass.getuser()} (uid {os.getuid()})",
+            action=action,
+            object=object_,
+            detail=clean,
+        )
+
+
+def _open_audited(args: argparse.Namespace) -> _Opened:
+    catalog, zone = _open(args)
+    config = load_config(_config_path(args.config))
+    return _Opened(catalog, zone, audit.default_anchor_path(config.storage.dir))
 
 
 def _open(args: argparse.Namespace) -> tuple[Catalog, tzinfo]:
@@ -96,8 +129,14 @@ def _consent(call: CallInfo) -> str:
     return f"{call.consent_outcome}/{call.consent_method or '?'}"
 
 
+def _filters_used(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("since", "extension", "agent", "direction", "state")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None)}
+
+
 def _calls_list(args: argparse.Namespace, out: TextIO) -> int:
-    catalog, zone = _open(args)
+    opened = _open_audited(args)
+    catalog, zone = opened.catalog, opened.zone
     try:
         calls = catalog.list_calls(
             since=_since(args.since, zone),
@@ -105,6 +144,7 @@ def _calls_list(args: argparse.Namespace, out: TextIO) -> int:
             agent=args.agent,
             direction=args.direction,
         )
+        opened.audit("calls.list", "calls", {**_filters_used(args), "count": len(calls)})
     finally:
         catalog.close()
     if args.json:
@@ -150,7 +190,8 @@ def _calls_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _recordings_list(args: argparse.Namespace, out: TextIO) -> int:
-    catalog, zone = _open(args)
+    opened = _open_audited(args)
+    catalog, zone = opened.catalog, opened.zone
     try:
         recordings = catalog.list_recordings(
             since=_since(args.since, zone),
@@ -160,6 +201,9 @@ def _recordings_list(args: argparse.Namespace, out: TextIO) -> int:
             state=args.state,
         )
         calls = catalog.get_calls(recording.call_id for recording in recordings)
+        opened.audit(
+            "recordings.list", "recordings", {**_filters_used(args), "count": len(recordings)}
+        )
     finally:
         catalog.close()
     if args.json:
@@ -229,9 +273,11 @@ def _show_lines(recording: RecordingInfo, call: CallInfo | None, zone: tzinfo) -
 
 
 def _recordings_show(args: argparse.Namespace, out: TextIO) -> int:
-    catalog, zone = _open(args)
+    opened = _open_audited(args)
+    catalog, zone = opened.catalog, opened.zone
     try:
         recording = catalog.get_recording(args.id)
+        opened.audit("recording.read", f"recording:{args.id}", {"found": recording is not None})
         if recording is None:
             raise _Exit(1, f"no recording {args.id}")
         call = catalog.get_call(recording.call_id)

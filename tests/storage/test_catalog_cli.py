@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from recorder.catalog_cli import add_catalog_commands
+from storage import audit
 from storage.models import WITHHELD
 from storage.repository import Catalog
 from tests.storage.conftest import T0
@@ -234,3 +235,25 @@ def test_default_config_is_found_in_the_working_directory(
     monkeypatch.chdir(filled.parent)
     code, out, _ = run(["calls", "list", "--json"], capsys)
     assert code == 0 and len(json.loads(out)) == 2
+
+
+def test_every_listing_and_reading_is_audited(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A10, A5: who listed or read what, and when; the chain still verifies."""
+    run(["calls", "list", "--config", str(filled), "--extension", "235"], capsys)
+    run(["recordings", "list", "--config", str(filled)], capsys)
+    run(["recordings", "show", "1", "--config", str(filled)], capsys)
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'var' / 'recorder.db'}", create=False)
+    try:
+        entries = audit.AuditTrail(catalog, audit.default_anchor_path(tmp_path / "rec")).entries()
+        actions = [(e.action, e.object) for e in entries]
+        assert actions[-3:] == [
+            ("calls.list", "calls"),
+            ("recordings.list", "recordings"),
+            ("recording.read", "recording:1"),
+        ]
+        assert entries[-3].detail == {"extension": "235", "count": 1}
+        assert audit.AuditTrail(catalog, audit.default_anchor_path(tmp_path / "rec")).verify().ok
+    finally:
+        catalog.close()

@@ -13,38 +13,24 @@ import argparse
 import getpass
 import json
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy.exc import SQLAlchemyError
-
+from recorder.cli_common import (
+    CliExit,
+    catalog_handler,
+    config_path,
+    dump_json,
+    local_time,
+)
 from recorder.config import ConfigError, load_config
 from recorder.logs import mask_numbers
 from storage import audit
 from storage.db import CatalogMissing
 from storage.models import Direction, RecordingState
 from storage.repository import CallInfo, Catalog, RecordingInfo
-
-DEFAULT_CONFIGS = (Path("policy.toml"), Path("/etc/recorder/policy.toml"))
-
-
-class _Exit(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _config_path(given: str | None) -> Path:
-    if given:
-        return Path(given)
-    for candidate in DEFAULT_CONFIGS:
-        if candidate.exists():
-            return candidate
-    return DEFAULT_CONFIGS[0]
 
 
 class _Opened:
@@ -72,21 +58,21 @@ class _Opened:
 
 def _open_audited(args: argparse.Namespace) -> _Opened:
     catalog, zone = _open(args)
-    config = load_config(_config_path(args.config))
+    config = load_config(config_path(args.config))
     return _Opened(catalog, zone, audit.default_anchor_path(config.storage.dir))
 
 
 def _open(args: argparse.Namespace) -> tuple[Catalog, tzinfo]:
     try:
-        config = load_config(_config_path(args.config))
+        config = load_config(config_path(args.config))
     except ConfigError as exc:
-        raise _Exit(2, "\n".join(exc.problems)) from None
+        raise CliExit(2, "\n".join(exc.problems)) from None
     database = config.storage.database
     try:
         # Reading commands never create a catalog: an empty one would hide a wrong path.
         catalog = Catalog.open(database, create=False)
     except CatalogMissing as exc:
-        raise _Exit(1, f"{exc} (storage.database in {config.path})") from None
+        raise CliExit(1, f"{exc} (storage.database in {config.path})") from None
     return catalog, config.service.timezone
 
 
@@ -97,12 +83,8 @@ def _since(text: str | None, zone: tzinfo) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise _Exit(2, f"--since: not an ISO 8601 date or time: {text!r}") from None
+        raise CliExit(2, f"--since: not an ISO 8601 date or time: {text!r}") from None
     return value.replace(tzinfo=zone) if value.tzinfo is None else value
-
-
-def _local(value: datetime | None, zone: tzinfo) -> str:
-    return "-" if value is None else value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _seconds(value: float | None) -> str:
@@ -116,11 +98,6 @@ def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) ->
     for row in (header, *rows):
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
         out.write("\n")
-
-
-def _dump(out: TextIO, value: Any) -> None:
-    json.dump(value, out, indent=2, ensure_ascii=False)
-    out.write("\n")
 
 
 def _consent(call: CallInfo) -> str:
@@ -148,12 +125,12 @@ def _calls_list(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         catalog.close()
     if args.json:
-        _dump(out, [call.to_json() for call in calls])
+        dump_json(out, [call.to_json() for call in calls])
         return 0
     rows = [
         [
             str(call.id),
-            _local(call.arrived_at, zone),
+            local_time(call.arrived_at, zone),
             call.direction.value,
             call.caller_number,
             call.callee_number,
@@ -207,7 +184,7 @@ def _recordings_list(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         catalog.close()
     if args.json:
-        _dump(out, [recording.to_json() for recording in recordings])
+        dump_json(out, [recording.to_json() for recording in recordings])
         return 0
     rows = []
     for recording in recordings:
@@ -216,13 +193,13 @@ def _recordings_list(args: argparse.Namespace, out: TextIO) -> int:
             [
                 str(recording.id),
                 str(recording.call_id),
-                _local(recording.created_at, zone),
+                local_time(recording.created_at, zone),
                 recording.state.value,
                 _seconds(recording.duration),
                 "-" if recording.size is None else str(recording.size),
                 call.extension or "-",
                 call.agent or "-",
-                _local(recording.expires_at, zone),
+                local_time(recording.expires_at, zone),
                 recording.name,
             ]
         )
@@ -246,13 +223,13 @@ def _show_lines(recording: RecordingInfo, call: CallInfo | None, zone: tzinfo) -
         f"size          {'-' if recording.size is None else recording.size} bytes",
         f"sha256        {recording.sha256 or '-'}",
         f"pauses        {pauses}",
-        f"started       {_local(recording.created_at, zone)}",
-        f"finalized     {_local(recording.finalized_at, zone)}",
-        f"expires       {_local(recording.expires_at, zone)}",
+        f"started       {local_time(recording.created_at, zone)}",
+        f"finalized     {local_time(recording.finalized_at, zone)}",
+        f"expires       {local_time(recording.expires_at, zone)}",
     ]
     if recording.destroyed_at is not None:
         lines.append(
-            f"destroyed     {_local(recording.destroyed_at, zone)} ({recording.destroy_reason})"
+            f"destroyed     {local_time(recording.destroyed_at, zone)} ({recording.destroy_reason})"
         )
     if call is not None:
         lines += [
@@ -261,13 +238,13 @@ def _show_lines(recording: RecordingInfo, call: CallInfo | None, zone: tzinfo) -
             f"from / to     {call.caller_number} -> {call.callee_number}",
             f"extension     {call.extension or '-'}   agent {call.agent or '-'}"
             f"   site {call.site or '-'}",
-            f"arrived       {_local(call.arrived_at, zone)}",
-            f"answered      {_local(call.answered_at, zone)}",
-            f"ended         {_local(call.ended_at, zone)} ({call.end_reason or '-'})",
+            f"arrived       {local_time(call.arrived_at, zone)}",
+            f"answered      {local_time(call.answered_at, zone)}",
+            f"ended         {local_time(call.ended_at, zone)} ({call.end_reason or '-'})",
             f"policy        record={'yes' if call.policy_record else 'no'} "
             f"rules={','.join(call.policy_rules) or '-'} hash={call.policy_hash or '-'}",
             f"consent       {_consent(call)} digit={call.consent_digit or '-'} "
-            f"at {_local(call.consent_at, zone)}",
+            f"at {local_time(call.consent_at, zone)}",
         ]
     return lines
 
@@ -279,13 +256,13 @@ def _recordings_show(args: argparse.Namespace, out: TextIO) -> int:
         recording = catalog.get_recording(args.id)
         opened.audit("recording.read", f"recording:{args.id}", {"found": recording is not None})
         if recording is None:
-            raise _Exit(1, f"no recording {args.id}")
+            raise CliExit(1, f"no recording {args.id}")
         call = catalog.get_call(recording.call_id)
         events = catalog.list_events(recording.call_id)
     finally:
         catalog.close()
     if args.json:
-        _dump(
+        dump_json(
             out,
             {
                 "recording": recording.to_json(),
@@ -300,28 +277,8 @@ def _recordings_show(args: argparse.Namespace, out: TextIO) -> int:
         out.write("events\n")
         for event in events:
             detail = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
-            out.write(f"  {_local(event.at, zone)}  {event.name}  {detail}\n")
+            out.write(f"  {local_time(event.at, zone)}  {event.name}  {detail}\n")
     return 0
-
-
-def _handler(
-    command: Callable[[argparse.Namespace, TextIO], int],
-) -> Callable[[argparse.Namespace], int]:
-    """Wrap a command so that every failure is one line on stderr and an exit code."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args, sys.stdout)
-        except _Exit as exc:
-            print(exc.message, file=sys.stderr)
-            return exc.code
-        except SQLAlchemyError as exc:
-            # e.g. a catalog never migrated (no tables) or a database that is down.
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            print(f"catalog error: {first}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -349,7 +306,7 @@ def add_catalog_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
     calls_list = calls_commands.add_parser("list", help="list calls, oldest first")
     _common(calls_list)
     _filters(calls_list)
-    calls_list.set_defaults(handler=_handler(_calls_list))
+    calls_list.set_defaults(handler=catalog_handler(_calls_list))
 
     recordings = subparsers.add_parser("recordings", help="recordings in the catalog")
     recordings_commands = recordings.add_subparsers(dest="recordings_command", required=True)
@@ -359,9 +316,9 @@ def add_catalog_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
     recordings_list.add_argument(
         "--state", choices=[s.value for s in RecordingState], help="only this state"
     )
-    recordings_list.set_defaults(handler=_handler(_recordings_list))
+    recordings_list.set_defaults(handler=catalog_handler(_recordings_list))
 
     show = recordings_commands.add_parser("show", help="one recording, its call and events")
     show.add_argument("id", type=int, metavar="ID")
     _common(show)
-    show.set_defaults(handler=_handler(_recordings_show))
+    show.set_defaults(handler=catalog_handler(_recordings_show))

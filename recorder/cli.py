@@ -7,21 +7,11 @@ import sys
 from pathlib import Path
 
 from recorder.catalog_cli import add_catalog_commands
+from recorder.cli_common import config_path
 from recorder.config import Config, ConfigError, load_config
 from recorder.ctl_cli import add_ctl_commands
 from recorder.policy.cli import add_policy_commands
 from recorder.retention_cli import add_retention_commands
-
-DEFAULT_CONFIGS = (Path("policy.toml"), Path("/etc/recorder/policy.toml"))
-
-
-def _find_config(given: str | None) -> Path:
-    if given:
-        return Path(given)
-    for candidate in DEFAULT_CONFIGS:
-        if candidate.exists():
-            return candidate
-    return DEFAULT_CONFIGS[0]
 
 
 def _load_or_exit(path: Path) -> Config:
@@ -38,7 +28,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from recorder.policy import PolicyError, load_policy
     from recorder.service import run_service
 
-    path = _find_config(args.config)
+    path = config_path(args.config)
     config = _load_or_exit(path)
     try:
         policy = load_policy(path)

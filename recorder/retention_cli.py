@@ -26,18 +26,22 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from sqlalchemy.exc import SQLAlchemyError
-
+from recorder.cli_common import (
+    CliExit,
+    catalog_handler,
+    config_path,
+    dump_json,
+    local_time,
+)
 from recorder.config import Config, ConfigError, load_config
 from recorder.policy import Policy, PolicyError, load_policy
 from storage.audit import AuditTrail, default_anchor_path
@@ -56,8 +60,6 @@ from storage.retention import (
     release_holds,
 )
 from storage.retention import purge_once as _purge_once
-
-DEFAULT_CONFIGS = (Path("policy.toml"), Path("/etc/recorder/policy.toml"))
 
 
 def settings_from_policy(policy: Policy) -> RetentionSettings:
@@ -99,13 +101,6 @@ def purge_once(
     )
 
 
-class _Exit(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @dataclass(frozen=True, slots=True)
 class _Context:
     config: Config
@@ -121,23 +116,14 @@ class _Context:
         return anchor_path(self.config)
 
 
-def _config_path(given: str | None) -> Path:
-    if given:
-        return Path(given)
-    for candidate in DEFAULT_CONFIGS:
-        if candidate.exists():
-            return candidate
-    return DEFAULT_CONFIGS[0]
-
-
 def _load(args: argparse.Namespace) -> tuple[Config, Policy]:
-    path = _config_path(args.config)
+    path = config_path(args.config)
     try:
         return load_config(path), load_policy(path)
     except ConfigError as exc:
-        raise _Exit(2, "\n".join(exc.problems)) from None
+        raise CliExit(2, "\n".join(exc.problems)) from None
     except PolicyError as exc:
-        raise _Exit(2, "\n".join(exc.problems)) from None
+        raise CliExit(2, "\n".join(exc.problems)) from None
 
 
 @contextmanager
@@ -147,7 +133,7 @@ def _opened(args: argparse.Namespace) -> Iterator[_Context]:
         # Never create a catalog here: an empty one would hide a wrong path.
         catalog = Catalog.open(config.storage.database, create=False)
     except CatalogMissing as exc:
-        raise _Exit(1, f"{exc} (storage.database in {config.path})") from None
+        raise CliExit(1, f"{exc} (storage.database in {config.path})") from None
     try:
         yield _Context(config, policy, catalog)
     finally:
@@ -164,7 +150,7 @@ def _instant(text: str, zone: tzinfo, option: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise _Exit(2, f"{option}: not an ISO 8601 date or time: {text!r}") from None
+        raise CliExit(2, f"{option}: not an ISO 8601 date or time: {text!r}") from None
     return value.replace(tzinfo=zone) if value.tzinfo is None else value
 
 
@@ -178,15 +164,6 @@ def _until(text: str | None, zone: tzinfo) -> datetime | None:
         return _instant(text, zone, "--until")
 
 
-def _local(value: datetime | None, zone: tzinfo) -> str:
-    return "-" if value is None else value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _dump(out: TextIO, value: Any) -> None:
-    json.dump(value, out, indent=2, ensure_ascii=False)
-    out.write("\n")
-
-
 def _ids(values: list[int]) -> str:
     shown = ", ".join(map(str, values[:20]))
     return shown + (f" ... (+{len(values) - 20})" if len(values) > 20 else "")
@@ -194,7 +171,7 @@ def _ids(values: list[int]) -> str:
 
 def _print_report(report: PurgeReport, zone: tzinfo, out: TextIO) -> None:
     would = report.dry_run
-    out.write(f"purge at {_local(report.now, zone)}{' (dry run)' if would else ''}\n")
+    out.write(f"purge at {local_time(report.now, zone)}{' (dry run)' if would else ''}\n")
     if report.resumed:
         label = "to finish" if would else "finished"
         out.write(f"{label} from an interrupted run: {_ids(report.resumed)}\n")
@@ -235,11 +212,11 @@ def _purge(args: argparse.Namespace, out: TextIO) -> int:
             config, policy, now, dry_run=args.dry_run, actor=_actor(), seed=args.seed
         )
     except CatalogMissing as exc:
-        raise _Exit(1, f"{exc} (storage.database in {config.path})") from None
+        raise CliExit(1, f"{exc} (storage.database in {config.path})") from None
     except PurgeError as exc:
-        raise _Exit(1, str(exc)) from None
+        raise CliExit(1, str(exc)) from None
     if args.json:
-        _dump(out, report.to_json())
+        dump_json(out, report.to_json())
     else:
         _print_report(report, policy.timezone, out)
     return 0 if report.ok else 1
@@ -248,8 +225,8 @@ def _purge(args: argparse.Namespace, out: TextIO) -> int:
 def _hold_row(hold: HoldInfo, zone: tzinfo, now: datetime) -> str:
     state = "active" if hold.active(now) else ("released" if hold.released_at else "ended")
     return (
-        f"{hold.id:<5} {hold.recording_id:<9} {state:<8} {_local(hold.created_at, zone)}  "
-        f"{hold.created_by:<12} {_local(hold.until, zone):<19}  {hold.reason}"
+        f"{hold.id:<5} {hold.recording_id:<9} {state:<8} {local_time(hold.created_at, zone)}  "
+        f"{hold.created_by:<12} {local_time(hold.until, zone):<19}  {hold.reason}"
     )
 
 
@@ -269,13 +246,13 @@ def _hold_add(args: argparse.Namespace, out: TextIO) -> int:
                 anchor_path=ctx.anchor,
             )
         except HoldRefused as exc:
-            raise _Exit(1, f"hold refused: {exc}") from None
+            raise CliExit(1, f"hold refused: {exc}") from None
         except ValueError as exc:
-            raise _Exit(2, f"hold refused: {exc}") from None
+            raise CliExit(2, f"hold refused: {exc}") from None
     if args.json:
-        _dump(out, hold.to_json())
+        dump_json(out, hold.to_json())
     else:
-        until = _local(hold.until, ctx.zone) if hold.until else "released"
+        until = local_time(hold.until, ctx.zone) if hold.until else "released"
         out.write(f"hold {hold.id} on recording {hold.recording_id} until {until}\n")
     return 0
 
@@ -292,9 +269,9 @@ def _hold_release(args: argparse.Namespace, out: TextIO) -> int:
                 anchor_path=ctx.anchor,
             )
         except (HoldRefused, NotFound) as exc:
-            raise _Exit(1, str(exc)) from None
+            raise CliExit(1, str(exc)) from None
     if args.json:
-        _dump(out, [hold.to_json() for hold in released])
+        dump_json(out, [hold.to_json() for hold in released])
     else:
         for hold in released:
             out.write(f"released hold {hold.id} on recording {hold.recording_id}\n")
@@ -314,7 +291,7 @@ def _hold_list(args: argparse.Namespace, out: TextIO) -> int:
             detail={"count": len(holds), "all": args.all},
         )
     if args.json:
-        _dump(out, [hold.to_json() for hold in holds])
+        dump_json(out, [hold.to_json() for hold in holds])
         return 0
     out.write(
         "ID    RECORDING STATE    CREATED              BY           UNTIL                REASON\n"
@@ -329,7 +306,7 @@ def _audit_verify(args: argparse.Namespace, out: TextIO) -> int:
         anchor = Path(args.anchor) if args.anchor else ctx.anchor
         report = AuditTrail(ctx.catalog, anchor).verify()
     if args.json:
-        _dump(out, report.to_json())
+        dump_json(out, report.to_json())
     elif report.ok:
         out.write(
             f"audit trail intact: {report.entries} entries"
@@ -350,11 +327,11 @@ def _audit_list(args: argparse.Namespace, out: TextIO) -> int:
     with _opened(args) as ctx:
         entries = AuditTrail(ctx.catalog, ctx.anchor).entries(limit=args.limit)
     if args.json:
-        _dump(out, [entry.to_json() for entry in entries])
+        dump_json(out, [entry.to_json() for entry in entries])
         return 0
     for entry in entries:
         out.write(
-            f"{entry.seq:<7} {_local(entry.at, ctx.zone)}  {entry.actor:<10} {entry.action:<28}"
+            f"{entry.seq:<7} {local_time(entry.at, ctx.zone)}  {entry.actor:<10} {entry.action:<28}"
             f" {entry.object:<18} {entry.outcome:<10} {entry.reason or ''}\n"
         )
     return 0
@@ -372,33 +349,16 @@ def _recompute(args: argparse.Namespace, out: TextIO) -> int:
             policy_hash=ctx.policy.content_hash,
         )
     if args.json:
-        _dump(out, [change.to_json() for change in changes])
+        dump_json(out, [change.to_json() for change in changes])
         return 0
     verb = "would change" if args.dry_run else "changed"
     for change in changes:
         out.write(
-            f"recording {change.recording_id}: {_local(change.old, ctx.zone)}"
-            f" -> {_local(change.new, ctx.zone)}\n"
+            f"recording {change.recording_id}: {local_time(change.old, ctx.zone)}"
+            f" -> {local_time(change.new, ctx.zone)}\n"
         )
     out.write(f"{len(changes)} expiries {verb}\n")
     return 0
-
-
-def _handler(
-    command: Callable[[argparse.Namespace, TextIO], int],
-) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args, sys.stdout)
-        except _Exit as exc:
-            print(exc.message, file=sys.stderr)
-            return exc.code
-        except SQLAlchemyError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            print(f"catalog error: {first}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -423,7 +383,7 @@ def add_retention_commands(
     purge.add_argument(
         "--seed", type=int, help="seed the S6 draw (reproducible tests; default: the OS)"
     )
-    purge.set_defaults(handler=_handler(_purge))
+    purge.set_defaults(handler=catalog_handler(_purge))
 
     hold = subparsers.add_parser("hold", help="legal holds on recordings (D4, P4)")
     hold_commands = hold.add_subparsers(dest="hold_command", required=True)
@@ -435,16 +395,16 @@ def add_retention_commands(
     )
     hold_add.add_argument("--purpose", help="the purpose behind the hold (P1-P4)")
     _common(hold_add)
-    hold_add.set_defaults(handler=_handler(_hold_add))
+    hold_add.set_defaults(handler=catalog_handler(_hold_add))
     hold_release = hold_commands.add_parser("release", help="release a recording's holds")
     hold_release.add_argument("recording", type=int, metavar="RECORDING")
     hold_release.add_argument("--reason", help="why the hold ends")
     _common(hold_release)
-    hold_release.set_defaults(handler=_handler(_hold_release))
+    hold_release.set_defaults(handler=catalog_handler(_hold_release))
     hold_list = hold_commands.add_parser("list", help="active holds")
     hold_list.add_argument("--all", action="store_true", help="released and ended ones too")
     _common(hold_list)
-    hold_list.set_defaults(handler=_handler(_hold_list))
+    hold_list.set_defaults(handler=catalog_handler(_hold_list))
 
     audit = subparsers.add_parser("audit", help="the tamper-evident audit trail (A10, X1)")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -453,11 +413,11 @@ def add_retention_commands(
     )
     verify.add_argument("--anchor", metavar="FILE", help="anchor file (default: in storage.dir)")
     _common(verify)
-    verify.set_defaults(handler=_handler(_audit_verify))
+    verify.set_defaults(handler=catalog_handler(_audit_verify))
     audit_list = audit_commands.add_parser("list", help="the latest audit entries")
     audit_list.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     _common(audit_list)
-    audit_list.set_defaults(handler=_handler(_audit_list))
+    audit_list.set_defaults(handler=catalog_handler(_audit_list))
 
     recompute = subparsers.add_parser(
         "recompute-expiry",
@@ -465,4 +425,4 @@ def add_retention_commands(
     )
     recompute.add_argument("--dry-run", action="store_true", help="report, change nothing")
     _common(recompute)
-    recompute.set_defaults(handler=_handler(_recompute))
+    recompute.set_defaults(handler=catalog_handler(_recompute))

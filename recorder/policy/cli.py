@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from recorder.agent_codes import agent_codes_for
+from recorder.cli_common import config_path
 from recorder.config import Config, ConfigError, load_config
 from recorder.policy.engine import CallFacts, Decision
 from recorder.policy.model import WEEKDAYS, Policy, PolicyError, load_policy
 
 # Same search order as `recorder serve` (recorder.cli): the working directory, then /etc.
-DEFAULT_CONFIGS = (Path("policy.toml"), Path("/etc/recorder/policy.toml"))
 WITHHELD = frozenset({"", "withheld", "anonymous", "unknown", "restricted"})
 
 
@@ -93,7 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    path = _find_config(args.config)
+    path = config_path(args.config)
     try:
         policy = load_policy(path)
     except PolicyError as exc:
@@ -123,14 +123,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         print(_explain_text(policy, call, at, decision))
     return 0
-
-
-def _find_config(given: str | None) -> Path:
-    if given:
-        return Path(given)
-    return next(
-        (candidate for candidate in DEFAULT_CONFIGS if candidate.exists()), DEFAULT_CONFIGS[0]
-    )
 
 
 def _parse_at(text: str | None, policy: Policy) -> datetime:

@@ -31,7 +31,7 @@ def parse_header(data: bytes) -> RtpHeaderFields:
     return second & 0x7F, bool(second & 0x80), seq, ts, ssrc
 
 
-def payload_bounds(data: bytes) -> tuple[int, int]:
+def payload_bounds(data: bytes | bytearray) -> tuple[int, int]:
     """Return (start, end) of the payload, past CSRCs and header extension, before padding.
 
     Offsets rather than a slice, so that a recording tap can decode in place.

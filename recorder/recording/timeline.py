@@ -33,6 +33,7 @@ same clock as the relay's arrival times.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from typing import Final
 
@@ -43,6 +44,11 @@ from consent.g711 import ALAW_DECODE, ULAW_DECODE
 from recorder.media.rtp import RTP_HEADER, payload_bounds
 
 StereoBlock = npt.NDArray[np.int16]
+# A packet's payload: sliced from the batch (a bytearray) or from one packet.
+Payload = bytes | bytearray
+
+# One packet in a batch: channel, monotonic arrival, length; then the packet.
+RECORD: Final = struct.Struct("=BdH")
 
 PT_PCMU: Final = 0
 PT_PCMA: Final = 8
@@ -87,7 +93,7 @@ class _Channel:
         self.window_min = math.inf
         self.window_end = 0
         # (position, payload type, payload) waiting for the commit horizon.
-        self.pending: list[tuple[int, int, bytes]] = []
+        self.pending: list[tuple[int, int, Payload]] = []
 
 
 class StereoTimeline:
@@ -123,61 +129,98 @@ class StereoTimeline:
     # --- input --------------------------------------------------------------
 
     def add(self, channel: int, packet: bytes, arrival: float) -> None:
+        """One packet of `channel` (0 or 1), arrived at monotonic `arrival`."""
+        self.add_records(RECORD.pack(channel, arrival, len(packet)) + packet)
+
+    def add_records(self, raw: bytes | bytearray) -> None:
+        """Many packets at once: each a `RECORD` (channel, arrival, length), then the packet.
+
+        This is what the writer process receives per call and batch; one loop
+        with its state in locals costs about half of one `add` call per packet.
+        """
         stats = self.stats
-        stats.packets += 1
-        if len(packet) < 12:
-            stats.malformed += 1
-            return
-        pt = packet[1] & 0x7F
-        if pt != PT_PCMU and pt != PT_PCMA:
-            stats.skipped_non_audio += 1
-            return
-        if self._pauses and self._paused_at(arrival):
-            stats.dropped_paused += 1
-            return
-        if packet[0] == 0x80:  # no CSRC, extension or padding: nearly every packet
-            start, stop = 12, len(packet)
-        else:
-            try:
-                start, stop = payload_bounds(packet)
-            except ValueError:
-                stats.malformed += 1
-                return
-        if start == stop:
-            return
-        _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(packet)
+        channels = self._channels
+        rate = self.rate
+        jump = self._jump
+        hold = -self._hold
+        committed = self.committed
+        audio_end = self._audio_end
         origin = self.origin
-        if origin is None:
-            origin = self.origin = arrival
-        apos = round((arrival - origin) * self.rate)
-        ch = self._channels[channel]
-        if ch.ssrc != ssrc:
-            pos = self._anchor(ch, ssrc, seq, ts, apos)
-        else:
-            # ts_diff and seq_diff, inlined: this runs for every packet.
-            delta_ts = ((ts - ch.last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-            pos = ch.last_pos + delta_ts
-            offset = apos - pos
-            newer = 0 < ((seq - ch.last_seq) & 0xFFFF) < 0x8000
-            if newer and (abs(offset) > self._jump or delta_ts < -self._hold):
-                stats.reanchors += 1
+        unpack_record = RECORD.unpack_from
+        unpack_header = RTP_HEADER.unpack_from
+        record_size = RECORD.size
+        packets = late = skipped = paused = malformed = reanchors = 0
+        offset = 0
+        total = len(raw)
+        while offset < total:
+            channel, arrival, size = unpack_record(raw, offset)
+            offset += record_size
+            at = offset
+            offset += size
+            packets += 1
+            if size < 12 or offset > total:
+                malformed += 1
+                continue
+            pt = raw[at + 1] & 0x7F
+            if pt != PT_PCMU and pt != PT_PCMA:
+                skipped += 1
+                continue
+            if self._pauses and self._paused_at(arrival):
+                paused += 1
+                continue
+            if raw[at] == 0x80:  # no CSRC, extension or padding: nearly every packet
+                start, stop = at + 12, offset
+            else:
+                try:
+                    start, stop = payload_bounds(raw[at:offset])
+                except ValueError:
+                    malformed += 1
+                    continue
+                start += at
+                stop += at
+            if start == stop:
+                continue
+            _, _, seq, ts, ssrc = unpack_header(raw, at)
+            if origin is None:
+                origin = self.origin = arrival
+            apos = round((arrival - origin) * rate)
+            ch = channels[channel]
+            if ch.ssrc != ssrc:
                 pos = self._anchor(ch, ssrc, seq, ts, apos)
             else:
-                if delta_ts > 0:
-                    ch.last_ts = ts
-                    ch.last_pos = pos
-                if newer:
-                    ch.last_seq = seq
-                self._track_drift(ch, offset, apos)
-        end = pos + stop - start
-        if end <= self.committed:
-            stats.late += 1
-            return
-        ch.pending.append((pos, pt, packet[start:stop]))
-        if end > ch.end:
-            ch.end = end
-            if end > self._audio_end:
-                self._audio_end = end
+                delta_ts = ((ts - ch.last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+                pos = ch.last_pos + delta_ts
+                drift = apos - pos
+                newer = 0 < ((seq - ch.last_seq) & 0xFFFF) < 0x8000
+                if newer and (drift > jump or drift < -jump or delta_ts < hold):
+                    reanchors += 1
+                    pos = self._anchor(ch, ssrc, seq, ts, apos)
+                else:
+                    if delta_ts > 0:
+                        ch.last_ts = ts
+                        ch.last_pos = pos
+                    if newer:
+                        ch.last_seq = seq
+                    if drift < ch.window_min:
+                        ch.window_min = drift
+                    if apos >= ch.window_end:
+                        self._end_drift_window(ch, apos)
+            end = pos + stop - start
+            if end <= committed:
+                late += 1
+                continue
+            ch.pending.append((pos, pt, raw[start:stop]))
+            if end > ch.end:
+                ch.end = end
+                if end > audio_end:
+                    audio_end = end
+        self._audio_end = audio_end
+        stats.packets += packets
+        stats.late += late
+        stats.skipped_non_audio += skipped
+        stats.dropped_paused += paused
+        stats.malformed += malformed
+        stats.reanchors += reanchors
 
     def _anchor(self, ch: _Channel, ssrc: int, seq: int, ts: int, apos: int) -> int:
         # Never before what this channel already holds: a new stream that
@@ -191,11 +234,7 @@ class StereoTimeline:
         ch.window_end = apos + self._drift_window
         return pos
 
-    def _track_drift(self, ch: _Channel, offset: int, apos: int) -> None:
-        if offset < ch.window_min:
-            ch.window_min = offset
-        if apos < ch.window_end:
-            return
+    def _end_drift_window(self, ch: _Channel, apos: int) -> None:
         drift = ch.window_min
         if abs(drift) >= self._drift_tolerance:
             # Real clocks drift by parts per million: at most one small step per window. A
@@ -272,8 +311,8 @@ class StereoTimeline:
 
     @staticmethod
     def _place(ch: _Channel, out: StereoBlock, column: int, committed: int, horizon: int) -> None:
-        ready: dict[int, list[tuple[int, bytes]]] = {}
-        keep: list[tuple[int, int, bytes]] = []
+        ready: dict[int, list[tuple[int, Payload]]] = {}
+        keep: list[tuple[int, int, Payload]] = []
         for item in ch.pending:
             pos, pt, payload = item
             if pos >= horizon:
@@ -290,21 +329,18 @@ class StereoTimeline:
         for pt, items in ready.items():
             # One table lookup for all of this channel's packets of this codec.
             decoded = _DECODE[pt][np.frombuffer(b"".join([p for _, p in items]), dtype=np.uint8)]
+            # Back-to-back packets (nearly all of them) are copied as one block.
             offset = 0
+            run_pos = run_end = run_offset = 0
             for pos, payload in items:
                 size = len(payload)
-                if pos >= committed and pos + size <= horizon:
-                    target[pos - committed : pos - committed + size] = decoded[
-                        offset : offset + size
-                    ]
-                else:  # straddles the committed point or the horizon
-                    a = max(pos, committed)
-                    b = min(pos + size, horizon)
-                    if a < b:
-                        target[a - committed : b - committed] = decoded[
-                            offset + a - pos : offset + b - pos
-                        ]
+                if pos == run_end:  # `_copy` clips the run to [committed, horizon)
+                    run_end += size
+                else:
+                    _copy(target, decoded, run_pos, run_end, run_offset, committed, horizon)
+                    run_pos, run_end, run_offset = pos, pos + size, offset
                 offset += size
+            _copy(target, decoded, run_pos, run_end, run_offset, committed, horizon)
 
     def _pause_spans(self) -> list[tuple[int, int]]:
         """Paused intervals in samples from the origin; an open one runs to the end of time."""
@@ -332,3 +368,19 @@ class StereoTimeline:
     @property
     def duration(self) -> float:
         return self.committed / self.rate
+
+
+def _copy(
+    target: npt.NDArray[np.int16],
+    decoded: npt.NDArray[np.int16],
+    pos: int,
+    end: int,
+    offset: int,
+    committed: int,
+    horizon: int,
+) -> None:
+    """Decoded samples [offset, offset + end - pos) to positions [pos, end), clipped."""
+    a = max(pos, committed)
+    b = min(end, horizon)
+    if a < b:
+        target[a - committed : b - committed] = decoded[offset + a - pos : offset + b - pos]

@@ -60,14 +60,12 @@ import soundfile as sf
 
 from recorder.recording.naming import claim, publish
 from recorder.recording.repair import file_sha256, repair_part
-from recorder.recording.timeline import CLOCK_RATE, StereoTimeline
+from recorder.recording.timeline import CLOCK_RATE, RECORD, StereoTimeline
 
 RecordingFormat = Literal["pcm16", "ulaw", "alaw"]
 RecordingState = Literal["complete", "interrupted"]
 PacketTap = Callable[[bytes, float], None]
 
-# One packet in a batch buffer: channel, monotonic arrival, length; then the packet.
-RECORD: Final = struct.Struct("=BdH")
 
 FORMATS: Final[dict[str, str]] = {"pcm16": "PCM_16", "ulaw": "ULAW", "alaw": "ALAW"}
 _FRAME_HEADER: Final = struct.Struct("!i")
@@ -206,20 +204,11 @@ class _Writer:
 
     def tick(self, now: float, batch: dict[str, bytes]) -> None:
         calls = self.calls
-        unpack = RECORD.unpack_from
-        header = RECORD.size
         for call_id, raw in batch.items():
             call = calls.get(call_id)
             if call is None or call.file is None:
                 continue
-            add = call.timeline.add
-            offset = 0
-            end = len(raw)
-            while offset < end:
-                channel, arrival, size = unpack(raw, offset)
-                offset += header
-                add(channel, raw[offset : offset + size], arrival)
-                offset += size
+            call.timeline.add_records(raw)
         for call in calls.values():
             if call.file is not None:
                 call.write(call.timeline.flush(now))
@@ -380,12 +369,15 @@ class RecordingHandle:
 
     def tap(self, channel: int) -> PacketTap:
         """A `MediaLeg.on_packet` callable for `channel` (0 = external party, 1 = agent side)."""
-        extend = self.buffer.extend
+        # Runs for every recorded packet: `+=` on the bytearray (in place; `_discard` clears
+        # it, never replaces it) is cheaper than two `extend` method calls.
+        buffer = self.buffer
         pack = RECORD.pack
 
         def on_packet(data: bytes, arrival: float) -> None:
-            extend(pack(channel, arrival, len(data)))
-            extend(data)
+            nonlocal buffer
+            buffer += pack(channel, arrival, len(data))
+            buffer += data
             self.count += 1
 
         return on_packet

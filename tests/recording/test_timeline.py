@@ -8,7 +8,7 @@ import pytest
 
 from consent.g711 import ALAW_DECODE, ULAW_DECODE
 from recorder.media.rtp import build_packet
-from recorder.recording.timeline import StereoTimeline
+from recorder.recording.timeline import RECORD, StereoTimeline
 
 T0 = 1000.0  # monotonic seconds of the first packet
 FRAME = 160  # samples per 20 ms packet
@@ -348,3 +348,101 @@ def test_a_late_first_packet_costs_no_audio() -> None:
     out = collect(StereoTimeline(), events)
     written = np.count_nonzero(out[:, 0])
     assert frames * FRAME - written <= 0.02 * 8000, frames * FRAME - written
+
+
+def test_flushes_cutting_packets_of_mixed_sizes_and_holes_keep_every_sample_in_place() -> None:
+    # Packets of 80, 160 and 240 samples, back to back apart from the lost ones, flushed
+    # every 7 ms: horizons fall inside packets and inside the runs copied as one block.
+    rng = np.random.default_rng(11)
+    sizes = [int(s) for s in rng.choice([80, 160, 240], 120)]
+    lost = {5, 6, 40, 77, 119}
+    sender = Sender(3)
+    expected = np.zeros(sum(sizes), dtype=np.int16)
+    events = []
+    position = 0
+    for k, size in enumerate(sizes):
+        data = payload(rng, size)
+        packet = build_packet(0, sender.seq & 0xFFFF, sender.ts & 0xFFFFFFFF, sender.ssrc, data)
+        sender.seq += 1
+        sender.ts += size
+        if k not in lost:
+            events.append((T0 + position / 8000, 0, packet))
+            place(expected, position, data, ULAW_DECODE)
+        position += size
+    timeline = StereoTimeline(jitter_window=0.02)
+    blocks = []
+    now = T0
+    for arrival, channel, packet in events:
+        while now + 0.007 <= arrival:
+            now += 0.007
+            blocks.append(timeline.flush(now))
+        timeline.add(channel, packet, arrival)
+    blocks.append(timeline.finish(events[-1][0]))
+    out = np.concatenate(blocks)
+    np.testing.assert_array_equal(out[:, 0], expected[: len(out)])
+    assert len(out) == len(expected) - sizes[-1]  # the lost last packet is not padded
+    assert timeline.stats.late == 0 and not out[:, 1].any()
+
+
+def _random_events(seed: int) -> list[tuple[float, int, bytes]]:
+    """Two channels with loss, reordering, duplicates, a stream change, a jump, PCMA,
+    comfort noise, a header extension and malformed packets, arrival times in order."""
+    rng = np.random.default_rng(seed)
+    senders = [Sender(1), Sender(2, ts=7, pt=8)]
+    events: list[tuple[float, int, bytes]] = []
+    for k in range(400):
+        for channel, sender in enumerate(senders):
+            if k == 150 and channel == 0:
+                senders[0] = sender = Sender(77, ts=4_294_960_000, seq=65_500)
+            if k == 250 and channel == 1:
+                sender.ts += 80_000
+            roll = rng.random()
+            packet = sender.next(payload(rng))
+            if roll < 0.05:
+                continue  # lost
+            if roll < 0.07:
+                packet = packet[:9]
+            elif roll < 0.09:
+                packet = build_packet(13, 1, 1, sender.ssrc, b"\x40")
+            elif roll < 0.11:
+                packet = bytes([0x90]) + packet[1:12] + b"\xbe\xde\x00\x01abcd" + packet[12:]
+            arrival = T0 + k * 0.02 + channel * 0.003 + float(rng.uniform(0, 0.004))
+            events.append((arrival, channel, packet))
+            if roll > 0.97:
+                events.append((arrival + 0.001, channel, packet))  # duplicate
+    # Reordering: swap neighbours now and then, then keep arrival times non-decreasing.
+    for i in range(0, len(events) - 1, 13):
+        events[i], events[i + 1] = events[i + 1], events[i]
+    times = sorted(t for t, _, _ in events)
+    return [(t, c, p) for t, (_, c, p) in zip(times, events, strict=True)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_add_records_in_batches_gives_the_same_audio_and_counts_as_add_one_by_one(
+    seed: int,
+) -> None:
+    # The writer feeds whole batches (RECORD + packet, as the relay's tap packs them).
+    events = _random_events(seed)
+    rng = np.random.default_rng(100 + seed)
+    one, batched = StereoTimeline(), StereoTimeline()
+    out_one: list[np.ndarray] = []
+    out_batched: list[np.ndarray] = []
+    batch = bytearray()
+    next_flush = T0 + 0.05
+    for arrival, channel, packet in events:
+        while arrival >= next_flush:
+            batched.add_records(batch)
+            batch.clear()
+            out_one.append(one.flush(next_flush))
+            out_batched.append(batched.flush(next_flush))
+            next_flush += float(rng.uniform(0.005, 0.3))
+        one.add(channel, packet, arrival)
+        batch += RECORD.pack(channel, arrival, len(packet)) + packet
+    batched.add_records(batch)
+    end = events[-1][0]
+    out_one.append(one.finish(end))
+    out_batched.append(batched.finish(end))
+    np.testing.assert_array_equal(np.concatenate(out_one), np.concatenate(out_batched))
+    assert one.stats == batched.stats
+    assert one.stats.malformed > 0 and one.stats.skipped_non_audio > 0
+    assert one.stats.reanchors + one.stats.late > 0

@@ -28,8 +28,8 @@ from consent.g711 import ALAW_DECODE, ULAW_DECODE
 from recorder.media.rtp import build_packet
 from recorder.recording.repair import parse_layout, repair_all
 from recorder.recording.tap import CallRecording
+from recorder.recording.timeline import RECORD
 from recorder.recording.writer import (
-    RECORD,
     PacketTap,
     RecordingFormat,
     RecordingWriterClient,

@@ -26,6 +26,14 @@ from recorder.recording.writer import RecordingResult, RecordingWriterClient
 
 log = get_logger("recorder.recording")
 
+PLACEMENT_COUNTERS = (
+    "left_span_ms",
+    "right_span_ms",
+    "late",
+    "reanchors",
+    "drift_corrections",
+)
+
 LegsOf = Callable[[Call], tuple[MediaLeg, MediaLeg] | None]  # (leg A, leg B)
 
 
@@ -161,7 +169,10 @@ class Recorder:
         expires = None
         if arrived is not None:
             expires = self.policy().expiry("recordings", arrived)
-        for info in files:
+        for info, f in zip(files, result.files, strict=True):
+            # How the timeline placed the media: each party's span, and the
+            # reanchors and late packets that say why a file is longer or has holes.
+            placement = {k: f.stats[k] for k in PLACEMENT_COUNTERS if k in f.stats}
             log.info(
                 "recording.finalized",
                 call_id=call.id,
@@ -170,6 +181,7 @@ class Recorder:
                 duration=round(info["duration"], 3),
                 sha256=info["sha256"][:16],
                 dropped=result.dropped_packets,
+                **placement,
             )
         if result.error:
             log.error("recording.incomplete", call_id=call.id, error=result.error)

@@ -80,6 +80,7 @@ class _Channel:
         "last_ts",
         "pending",
         "ssrc",
+        "start",
         "window_end",
         "window_min",
     )
@@ -90,6 +91,7 @@ class _Channel:
         self.last_pos = 0  # ...and the sample position it was placed at
         self.last_seq = 0
         self.end = 0  # end of the furthest audio placed on this channel
+        self.start: int | None = None  # where its first packet was placed
         self.window_min = math.inf
         self.window_end = 0
         # (position, payload type, payload) waiting for the commit horizon.
@@ -226,6 +228,8 @@ class StereoTimeline:
         # Never before what this channel already holds: a new stream that
         # overlapped the old one's tail would overwrite audio.
         pos = max(apos, ch.end)
+        if ch.start is None:
+            ch.start = pos
         ch.ssrc = ssrc
         ch.last_ts = ts
         ch.last_pos = pos
@@ -368,6 +372,19 @@ class StereoTimeline:
     @property
     def duration(self) -> float:
         return self.committed / self.rate
+
+    def channel_spans(self) -> tuple[float, float]:
+        """Seconds from each channel's first placed packet to the end of its audio.
+
+        The file is longer than either when the second party's audio starts
+        later (its delay); each span says whether that party's media is there
+        whole, neither stretched nor cut.
+        """
+        left, right = self._channels
+        return (
+            0.0 if left.start is None else (left.end - left.start) / self.rate,
+            0.0 if right.start is None else (right.end - right.start) / self.rate,
+        )
 
 
 def _copy(

@@ -310,7 +310,10 @@ class _Writer:
 
 def _stats(timeline: StereoTimeline) -> dict[str, int]:
     s = timeline.stats
+    left, right = timeline.channel_spans()
     return {
+        "left_span_ms": round(left * 1000),
+        "right_span_ms": round(right * 1000),
         "packets": s.packets,
         "late": s.late,
         "skipped_non_audio": s.skipped_non_audio,

@@ -446,3 +446,21 @@ def test_add_records_in_batches_gives_the_same_audio_and_counts_as_add_one_by_on
     assert one.stats == batched.stats
     assert one.stats.malformed > 0 and one.stats.skipped_non_audio > 0
     assert one.stats.reanchors + one.stats.late > 0
+
+
+def test_channel_spans_are_each_party_s_media_while_the_file_also_holds_the_later_start() -> None:
+    # The agent side answers 150 ms after the caller's first packet (an echo's delay):
+    # the file is 150 ms longer than either party's media, each span is that media's own.
+    rng = np.random.default_rng(7)
+    left, right = Sender(1), Sender(2)
+    events = []
+    for k in range(250):  # 5 s each
+        events.append((T0 + k * 0.02, 0, left.next(payload(rng))))
+        events.append((T0 + 0.15 + k * 0.02, 1, right.next(payload(rng))))
+    events.sort(key=lambda e: e[0])
+    timeline = StereoTimeline()
+    assert timeline.channel_spans() == (0.0, 0.0)
+    out = collect(timeline, events)
+    assert len(out) == 250 * FRAME + round(0.15 * 8000)
+    assert timeline.channel_spans() == (5.0, 5.0)
+    assert timeline.duration == pytest.approx(5.15)

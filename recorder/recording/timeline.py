@@ -10,7 +10,10 @@ Placement rules (issue 6):
   (the first audio packet of either party): on its first packet, on an SSRC
   change, and on a timestamp jump (more than `max_jump` away from what the
   arrival time predicts, or backwards while the sequence number moves
-  forward). Anchoring one channel never moves the other.
+  forward). Anchoring one channel never moves the other. A stream that goes
+  on where it left off (next sequence numbers, matching timestamps) but
+  arrives late in a burst, after a stalled host, loop or sender, is placed by
+  its timestamps while that place is unwritten, so a stall stretches nothing.
 - Sender clock drift: placing by timestamp alone would let a channel whose
   sender clock runs 50 ppm off slide 180 ms in an hour. Each channel watches
   the smallest (arrival - placement) over `drift_window`; the minimum filters
@@ -75,6 +78,7 @@ class TimelineStats:
 class _Channel:
     __slots__ = (
         "end",
+        "heard",
         "last_pos",
         "last_seq",
         "last_ts",
@@ -92,6 +96,7 @@ class _Channel:
         self.last_seq = 0
         self.end = 0  # end of the furthest audio placed on this channel
         self.start: int | None = None  # where its first packet was placed
+        self.heard = 0  # arrival position of its newest audio packet
         self.window_min = math.inf
         self.window_end = 0
         # (position, payload type, payload) waiting for the commit horizon.
@@ -187,14 +192,29 @@ class StereoTimeline:
                 origin = self.origin = arrival
             apos = round((arrival - origin) * rate)
             ch = channels[channel]
+            ch.heard = apos
             if ch.ssrc != ssrc:
                 pos = self._anchor(ch, ssrc, seq, ts, apos)
             else:
                 delta_ts = ((ts - ch.last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
                 pos = ch.last_pos + delta_ts
                 drift = apos - pos
-                newer = 0 < ((seq - ch.last_seq) & 0xFFFF) < 0x8000
-                if newer and (drift > jump or drift < -jump or delta_ts < hold):
+                seq_delta = (seq - ch.last_seq) & 0xFFFF
+                newer = 0 < seq_delta < 0x8000
+                if (
+                    newer
+                    and (drift > jump or drift < -jump or delta_ts < hold)
+                    and not (
+                        # The stream goes on where it left off (the next sequence numbers
+                        # and the timestamps they imply): it is late, or early after a
+                        # burst, not new. A stalled host, loop or sender delivers what it
+                        # held all at once; it goes where its timestamps say while that is
+                        # still unwritten. Past that, it is a resumed stream (a hold that
+                        # stopped the timestamps too) and is anchored where it arrives.
+                        delta_ts == seq_delta * (stop - start)
+                        and (drift < 0 or pos + stop - start > committed)
+                    )
+                ):
                     reanchors += 1
                     pos = self._anchor(ch, ssrc, seq, ts, apos)
                 else:
@@ -279,11 +299,20 @@ class StereoTimeline:
         """Audio that can no longer change: up to `now` minus the jitter window.
 
         Never past the furthest audio received, so trailing silence is only
-        written once audio follows it (or not at all).
+        written once audio follows it (or not at all), nor past the end of a
+        party heard from within `max_jump`.
         """
         if self.origin is None or self.finished:
             return _EMPTY
         horizon = min(round((now - self.origin) * self.rate) - self._hold, self._audio_end)
+        # Nor past the end of a party heard from lately (within `max_jump` of the
+        # other): when the host stalls, what it held arrives after the flush, and
+        # must still find its place unwritten.
+        live = [ch for ch in self._channels if ch.start is not None]
+        newest = max((ch.heard for ch in live), default=0)
+        for ch in live:
+            if ch.heard >= newest - self._jump and ch.end < horizon:
+                horizon = ch.end
         return self._commit(horizon)
 
     def finish(self, now: float) -> StereoBlock:

@@ -464,3 +464,57 @@ def test_channel_spans_are_each_party_s_media_while_the_file_also_holds_the_late
     assert len(out) == 250 * FRAME + round(0.15 * 8000)
     assert timeline.channel_spans() == (5.0, 5.0)
     assert timeline.duration == pytest.approx(5.15)
+
+
+def test_both_parties_stalled_then_delivered_in_a_burst_land_where_their_timestamps_say() -> None:
+    # The host (or the relay's loop) stalls 1.5 s: nothing arrives, the writer keeps
+    # flushing; then every held packet arrives at once and time goes on (the 2026-12-03
+    # scale run: 169 of 250 files 1 s long, every packet after the stall re-anchored). Nothing is
+    # re-anchored, nothing is late, the file is the media sample for sample.
+    rng = np.random.default_rng(31)
+    left, right = Sender(1), Sender(2)
+    frames, stall_from, stall = 500, 200, 1.5
+    expected = np.zeros((frames * FRAME + 40, 2), dtype=np.int16)
+    events = []
+    for k in range(frames):
+        sent = T0 + k * 0.02
+        late_until = T0 + stall_from * 0.02 + stall
+        arrival = late_until if stall_from <= k and sent < late_until else sent
+        a, b = payload(rng), payload(rng)
+        # In the burst the relay reads one packet per socket in turn: interleaved.
+        held = arrival == late_until
+        events.append((arrival + (k * 1e-7 if held else 0.0), 0, left.next(a)))
+        events.append((arrival + (k * 1e-7 + 5e-8 if held else 0.005), 1, right.next(b)))
+        place(expected[:, 0], k * FRAME, a, ULAW_DECODE)
+        place(expected[:, 1], k * FRAME + 40, b, ULAW_DECODE)
+    events.sort(key=lambda e: e[0])
+    timeline = StereoTimeline()
+    out = collect(timeline, events)
+    assert timeline.stats.reanchors == 0 and timeline.stats.late == 0
+    np.testing.assert_array_equal(out, expected)
+    assert timeline.channel_spans() == (frames * 0.02, frames * 0.02)
+
+
+def test_one_party_stalled_past_the_horizon_is_anchored_once_then_followed() -> None:
+    # Only the left party stalls 1.5 s (its network) while the right goes on: its held
+    # packets' places are already written, so it is anchored where it arrives, once,
+    # and not again for every packet of the burst and after.
+    rng = np.random.default_rng(32)
+    left, right = Sender(1), Sender(2)
+    frames, stall_from, stall = 500, 200, 1.5
+    events = []
+    for k in range(frames):
+        sent = T0 + k * 0.02
+        late_until = T0 + stall_from * 0.02 + stall
+        arrival = late_until if stall_from <= k and sent < late_until else sent
+        events.append((arrival, 0, left.next(payload(rng))))
+        events.append((sent + 0.005, 1, right.next(payload(rng))))
+    events.sort(key=lambda e: e[0])
+    timeline = StereoTimeline()
+    out = collect(timeline, events)
+    assert timeline.stats.reanchors == 1
+    assert timeline.stats.late == 0  # the burst is kept, after the gap
+    left_span, right_span = timeline.channel_spans()
+    assert right_span == frames * 0.02
+    assert left_span == pytest.approx(frames * 0.02 + stall, abs=0.03)
+    assert np.count_nonzero(out[:, 0]) == frames * FRAME

@@ -214,8 +214,14 @@ def udp_socket_drops(port: int) -> int:
 # --------------------------------------------------------------------------- systems
 
 
+def niced(cmd: list[str], nice: int) -> list[str]:
+    """sipp below the system under test: its thread per call's pcap otherwise takes a
+    share of the two cores per thread, starving whatever it measures."""
+    return ["nice", "-n", str(nice), *cmd] if nice else cmd
+
+
 @contextmanager
-def uas_echo(work: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Path]]:
+def uas_echo(work: Path, nice: int = 0) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Path]]:
     """sipp uas_echo (-rtp_echo, one socket for every call's RTP, 4 MiB buffer).
 
     (process, SIP port, media port, log dir).
@@ -231,7 +237,7 @@ def uas_echo(work: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Pa
         rtp_echo=True,
         extra_args=["-rtp_buffsize", str(UAS_RTP_BUFFER)],
     )
-    with cp.child(cmd, log_dir) as proc:
+    with cp.child(niced(cmd, nice), log_dir) as proc:
         cp.wait_udp_bound(port, proc)
         yield proc, port, media, log_dir
 
@@ -584,7 +590,7 @@ def run_one(system: str, n: int, args: argparse.Namespace, work: Path) -> dict[s
     }
     notes: list[str] = []
     with ExitStack() as stack:
-        uas, uas_port, uas_media, uas_log = stack.enter_context(uas_echo(work))
+        uas, uas_port, uas_media, uas_log = stack.enter_context(uas_echo(work, args.sipp_nice))
         trees: list[Tree] = []
         rec: RecorderProcess | None = None
         metrics_port: int | None = None
@@ -627,6 +633,7 @@ def run_one(system: str, n: int, args: argparse.Namespace, work: Path) -> dict[s
             keys={"pcap": str(args.pcap.resolve())},
             timeout_s=sipp_timeout,
         )
+        cmd = niced(cmd, args.sipp_nice)
         samples: list[dict[str, Any]] = []
         lag_last: list[float] = []
         profile: subprocess.Popen[bytes] | None = None
@@ -1005,6 +1012,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", type=float, default=0.0, help="py-spy the recorder for S s on each plateau"
     )
     p.add_argument(
+        "--sipp-nice",
+        type=int,
+        default=0,
+        help="nice level of both sipp processes (2026-12-03: 10 starved sipp's echo instead)",
+    )
+    p.add_argument(
         "--settle",
         type=float,
         default=60.0,
@@ -1054,6 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
         "ramp_calls_per_s": RAMP_CPS,
         "loss_limit_pct": LOSS_LIMIT_PCT,
         "duration_tolerance_s": DURATION_TOLERANCE_S,
+        "sipp_nice": args.sipp_nice,
     }
     print(f"work dir {work}; pcap {args.pcap_packets} packets; load {cp.loadavg()}", flush=True)
     runs: list[dict[str, Any]] = []

@@ -477,6 +477,23 @@ class SippUas:
 
 
 @contextlib.contextmanager
+def sipp_uac_in_background(
+    scenario: str | Path, target: str, **kwargs: Any
+) -> Iterator[list[SippResult]]:
+    """`run_sipp_uac` in a thread while the test acts on the call; the list gets its
+    result. Leaving the block waits for sipp (its own timeout bounds the wait)."""
+    result: list[SippResult] = []
+    caller = threading.Thread(
+        target=lambda: result.append(run_sipp_uac(scenario, target, **kwargs))
+    )
+    caller.start()
+    try:
+        yield result
+    finally:
+        caller.join(float(kwargs.get("timeout", 30)) + 10)
+
+
+@contextlib.contextmanager
 def start_sipp_uas(
     scenario: str | Path,
     *,

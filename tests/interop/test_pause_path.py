@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -72,20 +71,9 @@ def test_pause_and_resume_by_control_socket(interop_dir: Path, recorders: Record
     pcap = long_call_pcap(interop_dir, 15.0)  # room for slow `recorder ctl` starts
     with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
         recorder = recorders(pbx_port=pbx.port, policy=policy_with())
-        result: list[peers.SippResult] = []
-        caller = threading.Thread(
-            target=lambda: result.append(
-                peers.run_sipp_uac(
-                    "uac_pcap",
-                    recorder.external_target,
-                    log_dir=interop_dir,
-                    pcap=pcap,
-                    timeout=30,
-                )
-            )
-        )
-        caller.start()
-        try:
+        with peers.sipp_uac_in_background(
+            "uac_pcap", recorder.external_target, log_dir=interop_dir, pcap=pcap, timeout=30
+        ) as result:
             recorder.wait_event("recording.started", timeout=10)
             code, out = ctl(recorder, "calls", "--json")
             assert code == 0, out
@@ -102,8 +90,6 @@ def test_pause_and_resume_by_control_socket(interop_dir: Path, recorders: Record
             assert ctl(recorder, "resume", call_id)[0] == 0
             resumed = time.monotonic()
             assert ctl(recorder, "pause", "no-such-call")[0] == 1
-        finally:
-            caller.join(40)
         pbx.wait(5)
     result[0].assert_ok()
     recorder.wait_event("recording.finalized", timeout=15)

@@ -300,19 +300,23 @@ class StereoTimeline:
 
         Never past the furthest audio received, so trailing silence is only
         written once audio follows it (or not at all), nor past the end of a
-        party heard from within `max_jump`.
+        party heard from within `max_jump` (waiting at most `max_jump` for it).
         """
         if self.origin is None or self.finished:
             return _EMPTY
         horizon = min(round((now - self.origin) * self.rate) - self._hold, self._audio_end)
         # Nor past the end of a party heard from lately (within `max_jump` of the
         # other): when the host stalls, what it held arrives after the flush, and
-        # must still find its place unwritten.
+        # must still find its place unwritten. The wait is bounded by `max_jump`
+        # behind the newest audio heard, so that a party falling ever further behind
+        # cannot hold the other's audio in memory without end: past that it is
+        # late, then re-anchored. (A stall hears nothing: there, it waits.)
         live = [ch for ch in self._channels if ch.start is not None]
         newest = max((ch.heard for ch in live), default=0)
+        floor = newest - self._jump
         for ch in live:
-            if ch.heard >= newest - self._jump and ch.end < horizon:
-                horizon = ch.end
+            if ch.heard >= floor and ch.end < horizon:
+                horizon = max(ch.end, min(floor, horizon))
         return self._commit(horizon)
 
     def finish(self, now: float) -> StereoBlock:

@@ -518,3 +518,29 @@ def test_one_party_stalled_past_the_horizon_is_anchored_once_then_followed() -> 
     assert right_span == frames * 0.02
     assert left_span == pytest.approx(frames * 0.02 + stall, abs=0.03)
     assert np.count_nonzero(out[:, 0]) == frames * FRAME
+
+
+def test_a_party_falling_ever_further_behind_holds_the_other_at_most_max_jump() -> None:
+    # A broken sender: 20 ms of audio (consistent sequence numbers and timestamps) every
+    # 30 ms, so it falls 10 ms behind per packet. Waiting for it is bounded: the other
+    # party's audio is written at most `max_jump` behind the clock, and the slow one is
+    # re-anchored when its place has been written, not held in memory without end.
+    rng = np.random.default_rng(33)
+    slow, steady = Sender(1), Sender(2)
+    timeline = StereoTimeline()
+    events = []
+    for k in range(1500):  # 30 s of the steady party
+        events.append((T0 + k * 0.02, 1, steady.next(payload(rng))))
+        if k % 3 != 2:
+            events.append((T0 + k * 0.02 + 0.001, 0, slow.next(payload(rng))))
+    events.sort(key=lambda e: e[0])
+    worst_behind = 0.0
+    next_flush = T0
+    for arrival, channel, packet in events:
+        while arrival >= next_flush:
+            timeline.flush(next_flush)
+            worst_behind = max(worst_behind, next_flush - T0 - timeline.duration)
+            next_flush += 0.1
+        timeline.add(channel, packet, arrival)
+    assert worst_behind <= 1.0 + 0.1 + 0.11, worst_behind  # max_jump + jitter + one flush
+    assert timeline.stats.reanchors >= 1

@@ -215,8 +215,9 @@ def udp_socket_drops(port: int) -> int:
 
 
 def niced(cmd: list[str], nice: int) -> list[str]:
-    """sipp below the system under test: its thread per call's pcap otherwise takes a
-    share of the two cores per thread, starving whatever it measures."""
+    """sipp at another priority than the system under test (`--sipp-nice`). Its thread
+    per call's pcap takes a share of the two cores per thread; but niced, its own echo
+    falls behind first (2026-12-03), so the default is 0."""
     return ["nice", "-n", str(nice), *cmd] if nice else cmd
 
 
@@ -524,8 +525,9 @@ def recorder_recordings(
             (abs(v - media_ms) for values in spans.values() for v in values), default=0
         ),
         "file_longer_than_media_ms": cp.distribution([1000 * (d - media_s) for d in durations]),
-        # Why a file is longer than its media: a party's stream arriving more than 1 s
-        # late is re-anchored (silence inserted); late packets are holes.
+        # Why a party's span is off: a stream re-anchored where it arrived (a jump, or
+        # more than 1 s late when its place was already written: silence inserted);
+        # late packets are holes.
         "placement": {
             key: sum(int(e.get(key) or 0) for e in final)
             for key in ("reanchors", "late", "drift_corrections")

@@ -519,6 +519,8 @@ def test_metrics_endpoint_counts_what_the_run_did(
     extra = f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
     with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=2) as pbx:
         recorder = ops_recorder(pbx_port=pbx.port, extra=extra)
+        # The metrics endpoint opens after `service.started`: scraping before it races.
+        recorder.wait_event("metrics.listening")
         before = scrape(metrics_port)
         assert metric(before, "recorder_active_calls") == 0
         assert metric(before, "recorder_accepting_calls") == 1

@@ -506,6 +506,18 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
+def scrape_until(
+    port: int, ready: Callable[[dict[tuple[str, frozenset[tuple[str, str]]], float]], float]
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Scrape until `ready` holds (a datagram's effect is not visible the moment it is sent)."""
+    deadline = time.monotonic() + 5
+    while True:
+        samples = scrape(port)
+        if ready(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
+
+
 def metric(
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
 ) -> float:
@@ -536,8 +548,9 @@ def test_metrics_endpoint_counts_what_the_run_did(
 
         first = run_in_thread(call)
         recorder.wait_event("recording.started")
-        time.sleep(0.5)
-        during = scrape(metrics_port)
+        during = scrape_until(
+            metrics_port, lambda m: metric(m, "recorder_rtp_packets_relayed_total")
+        )
         assert metric(during, "recorder_active_calls") == 1
         assert metric(during, "recorder_active_calls_by_direction", direction="inbound") == 1
         assert metric(during, "recorder_recordings_open") == 1
@@ -551,8 +564,9 @@ def test_metrics_endpoint_counts_what_the_run_did(
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
             junk.sendto(b"this is not SIP\r\n\r\n", ("127.0.0.1", recorder.external_port))
         recorder.wait_event("call.summary", count=2)
-        time.sleep(0.3)
-        after = scrape(metrics_port)
+        after = scrape_until(
+            metrics_port, lambda m: metric(m, "recorder_sip_parse_errors_total", side="external")
+        )
         files = recorder.catalog("recordings", "list")
         assert recorder.stop() == 0
 

@@ -10,6 +10,7 @@ from recorder.catalog_cli import add_catalog_commands
 from recorder.cli_common import config_path
 from recorder.config import Config, ConfigError, load_config
 from recorder.ctl_cli import add_ctl_commands
+from recorder.people_cli import add_people_commands
 from recorder.policy.cli import add_policy_commands
 from recorder.retention_cli import add_retention_commands
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalog_commands(commands)
     add_ctl_commands(commands)
     add_retention_commands(commands)
+    add_people_commands(commands)
     return parser
 
 

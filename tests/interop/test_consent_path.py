@@ -291,11 +291,20 @@ def test_notice_packets_are_paced_every_20_ms(notice_recorder: RecorderFactory) 
     times = np.array(arrivals[1:])
     gaps = np.diff(times) * 1000
     assert abs(float(np.median(gaps)) - 20) <= 1
-    # Paced from the start time, not from the previous packet: no drift over the notice.
-    expected_span = (len(times) - 1) * 20
-    assert abs((times[-1] - times[0]) * 1000 - expected_span) <= 60  # a drift would add up
+    # Paced from the start time, not from the previous packet: no drift over the notice. Each
+    # packet's lateness against its slot, compared by medians between the two halves, so
+    # that a stall of the loaded host (or of this reader) delaying a few packets, which a
+    # start-time pacer then catches up, does not count, while a drift of even 0.1 ms per
+    # packet (about 19 ms between the halves' medians of this notice) does.
+    lateness = (times - times[0]) * 1000 - np.arange(len(times)) * 20
+    half = len(lateness) // 2
+    drift = float(np.median(lateness[half:]) - np.median(lateness[:half]))
+    assert abs(drift) <= 10, f"the notice drifts: {drift:.1f} ms between halves"
     # The p99 of |gap - 20 ms| depends on the machine's load: it is reported, not asserted.
-    print(f"notice pacing: p99 |gap-20ms| = {np.percentile(np.abs(gaps - 20), 99):.2f} ms")
+    print(
+        f"notice pacing: p99 |gap-20ms| = {np.percentile(np.abs(gaps - 20), 99):.2f} ms,"
+        f" drift {drift:.2f} ms"
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from recorder.access_cli import add_access_commands
 from recorder.catalog_cli import add_catalog_commands
 from recorder.cli_common import config_path
 from recorder.config import Config, ConfigError, load_config
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ctl_commands(commands)
     add_retention_commands(commands)
     add_people_commands(commands)
+    add_access_commands(commands)
     return parser
 
 

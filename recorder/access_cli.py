@@ -16,9 +16,26 @@ from typing import TextIO
 
 from recorder.cli_common import CliExit, catalog_handler, dump_json, local_time
 from recorder.policy.access import RecordingFacts, check_access
-from recorder.retention_cli import _actor, _instant, _opened
+from recorder.retention_cli import _actor, _Context, _instant, _opened
 from storage import audit
 from storage.models import RecordingState
+
+
+def _trace(
+    context: _Context, args: argparse.Namespace, now: datetime, decision: dict[str, object]
+) -> None:
+    audit.record(
+        context.catalog,
+        audit.default_anchor_path(context.config.storage.dir),
+        at=datetime.now(UTC),
+        actor=f"{args.person} via {_actor()}",
+        action="access.check",
+        object=f"recording:{args.recording}",
+        outcome="allowed" if decision["allowed"] else "refused",
+        purpose=args.purpose,
+        reason=args.reason,
+        detail={"at": now.isoformat(), **decision},
+    )
 
 
 def _access_check(args: argparse.Namespace, out: TextIO) -> int:
@@ -41,18 +58,12 @@ def _access_check(args: argparse.Namespace, out: TextIO) -> int:
             )
             decision = check_access(policy, args.person, args.purpose, facts, now)
             decision_json = decision.to_json()
-        audit.record(
-            catalog,
-            audit.default_anchor_path(context.config.storage.dir),
-            at=datetime.now(UTC),
-            actor=f"{args.person} via {_actor()}",
-            action="access.check",
-            object=f"recording:{args.recording}",
-            outcome="allowed" if decision_json["allowed"] else "refused",
-            purpose=args.purpose,
-            reason=args.reason,
-            detail={"at": now.isoformat(), **decision_json},
-        )
+        # No answer without its trace: a reason the trail cannot hold (a phone number, which
+        # would outlive the call log's D2 erasure there) refuses the check itself.
+        try:
+            _trace(context, args, now, decision_json)
+        except ValueError as exc:
+            raise CliExit(2, f"access check refused: {exc}") from None
     if recording is None or call is None:
         raise CliExit(1, f"no recording {args.recording}")
     if args.json:

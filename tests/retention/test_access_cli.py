@@ -142,3 +142,18 @@ def test_an_unknown_recording_exits_1_and_a_missing_reason_is_refused(cli: Acces
     assert code == 1 and "no recording 999" in err
     with pytest.raises(SystemExit):
         cli("access", "check", "1", "--as", "admin", "--purpose", "quality")
+
+
+def test_no_answer_without_its_trace_a_phone_number_in_the_reason_refuses(
+    cli: AccessCli,
+) -> None:
+    """A5 and D2: the trail never holds a number, so such a check gets no answer at all."""
+    recording, _ = cli.store.recording(local(2026, 11, 2, 10))
+    code, out, err = cli(
+        "access", "check", str(recording), "--as", "admin", "--purpose", "quality",
+        "--reason", "caller +15145550100 complained", "--at", "2026-11-02T18:00",
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.startswith("access check refused: audit entries never hold a phone number")
+    code, out, _ = cli("audit", "list", "--json")
+    assert [e for e in json.loads(out) if e["action"] == "access.check"] == []

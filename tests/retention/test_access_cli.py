@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +10,8 @@ import pytest
 
 from recorder.access_cli import add_access_commands
 from recorder.retention_cli import add_retention_commands
-from storage.repository import Catalog
-from tests.retention.conftest import Store, local
-from tests.retention.test_cli import CONFIG
+from tests.retention.conftest import local
+from tests.retention.test_cli import Cli
 
 ACCESS = """
 [purposes.quality]
@@ -49,38 +47,18 @@ role = "it"
 """
 
 
-class AccessCli:
-    def __init__(self, base: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-        self.config = base / "policy.toml"
-        self.config.write_text(CONFIG.format(dir=base, holds="true") + ACCESS)
-        self.catalog = Catalog.open(f"sqlite:///{base / 'recorder.db'}", migrate=True)
-        (base / "recordings").mkdir()
-        self.store = Store(self.catalog, base / "recordings")
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        parser = argparse.ArgumentParser(prog="recorder")
-        commands = parser.add_subparsers(dest="command", required=True)
-        add_access_commands(commands)
-        add_retention_commands(commands)
-        args = parser.parse_args([*argv, "--config", str(self.config)])
-        code: int = args.handler(args)
-        captured = self.capsys.readouterr()
-        return code, captured.out, captured.err
-
-
 @pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[AccessCli]:
-    runner = AccessCli(tmp_path, capsys)
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
+    runner = Cli(
+        tmp_path, capsys, extra=ACCESS, commands=(add_access_commands, add_retention_commands)
+    )
     try:
         yield runner
     finally:
         runner.catalog.close()
 
 
-def check(
-    cli: AccessCli, recording: int, person: str, at: str, *extra: str
-) -> tuple[int, str, str]:
+def check(cli: Cli, recording: int, person: str, at: str, *extra: str) -> tuple[int, str, str]:
     return cli(
         "access",
         "check",
@@ -97,7 +75,7 @@ def check(
     )
 
 
-def test_a_team_lead_is_allowed_the_same_day_and_refused_the_next(cli: AccessCli) -> None:
+def test_a_team_lead_is_allowed_the_same_day_and_refused_the_next(cli: Cli) -> None:
     """A1: the agent 4711 is in team nord; the day of the call only."""
     recording, _ = cli.store.recording(local(2026, 11, 2, 10))
     code, out, _ = check(cli, recording, "lead", "2026-11-02T18:00")
@@ -110,7 +88,7 @@ def test_a_team_lead_is_allowed_the_same_day_and_refused_the_next(cli: AccessCli
     assert answer["reasons"] == [{"rule": "A1", "text": "only on the day of the call (2026-11-02)"}]
 
 
-def test_it_staff_are_allowed_until_the_recording_expires(cli: AccessCli) -> None:
+def test_it_staff_are_allowed_until_the_recording_expires(cli: Cli) -> None:
     """A2 for the 8 days of D1, then refused."""
     recording, _ = cli.store.recording(local(2026, 11, 2, 10))
     assert check(cli, recording, "admin", "2026-11-09T23:59")[0] == 0
@@ -118,7 +96,7 @@ def test_it_staff_are_allowed_until_the_recording_expires(cli: AccessCli) -> Non
     assert code == 1 and "[D1] the retention period is over" in out
 
 
-def test_every_check_is_in_the_audit_trail_with_purpose_and_reason(cli: AccessCli) -> None:
+def test_every_check_is_in_the_audit_trail_with_purpose_and_reason(cli: Cli) -> None:
     """A5, A10: who asked for what, when and why, allowed or refused; the chain verifies."""
     recording, _ = cli.store.recording(local(2026, 11, 2, 10))
     check(cli, recording, "lead", "2026-11-02T18:00")
@@ -137,7 +115,7 @@ def test_every_check_is_in_the_audit_trail_with_purpose_and_reason(cli: AccessCl
     assert cli("audit", "verify")[0] == 0
 
 
-def test_an_unknown_recording_exits_1_and_a_missing_reason_is_refused(cli: AccessCli) -> None:
+def test_an_unknown_recording_exits_1_and_a_missing_reason_is_refused(cli: Cli) -> None:
     code, _, err = check(cli, 999, "admin", "2026-11-02T18:00")
     assert code == 1 and "no recording 999" in err
     with pytest.raises(SystemExit):
@@ -145,7 +123,7 @@ def test_an_unknown_recording_exits_1_and_a_missing_reason_is_refused(cli: Acces
 
 
 def test_no_answer_without_its_trace_a_phone_number_in_the_reason_refuses(
-    cli: AccessCli,
+    cli: Cli,
 ) -> None:
     """A5 and D2: the trail never holds a number, so such a check gets no answer at all."""
     recording, _ = cli.store.recording(local(2026, 11, 2, 10))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,10 +56,24 @@ access_trace = {{ period = "3 months", after = "fiscal_year_end" }}
 """
 
 
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
 class Cli:
-    def __init__(self, base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`recorder <commands>` through argparse, on a catalog and policy of its own."""
+
+    def __init__(
+        self,
+        base: Path,
+        capsys: pytest.CaptureFixture[str],
+        *,
+        extra: str = "",
+        commands: tuple[Register, ...] = (add_retention_commands,),
+    ) -> None:
         self.base = base
         self.capsys = capsys
+        self.extra = extra
+        self.commands = commands
         self.config = base / "policy.toml"
         self.set_holds(True)
         self.catalog = Catalog.open(f"sqlite:///{base / 'recorder.db'}", migrate=True)
@@ -67,11 +81,13 @@ class Cli:
         self.store = Store(self.catalog, base / "recordings")
 
     def set_holds(self, holds: bool) -> None:
-        self.config.write_text(CONFIG.format(dir=self.base, holds=str(holds).lower()))
+        self.config.write_text(CONFIG.format(dir=self.base, holds=str(holds).lower()) + self.extra)
 
     def __call__(self, *argv: str) -> tuple[int, str, str]:
         parser = argparse.ArgumentParser(prog="recorder")
-        add_retention_commands(parser.add_subparsers(dest="command", required=True))
+        subparsers = parser.add_subparsers(dest="command", required=True)
+        for register in self.commands:
+            register(subparsers)
         args = parser.parse_args([*argv, "--config", str(self.config)])
         code: int = args.handler(args)
         captured = self.capsys.readouterr()

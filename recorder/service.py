@@ -10,21 +10,26 @@ from pathlib import Path
 from typing import Any
 
 from consent.voice import VoiceRefusalSpotter, VoiceUnavailable
-from recorder.b2bua import B2bua, Call, SipSideRuntime
-from recorder.call_log import CallLog
-from recorder.calls import CallController, ControllableMedia
+from recorder.call.b2bua import B2bua, Call, SipSideRuntime
+from recorder.call.call_log import CallLog
+from recorder.call.controller import CallController, ControllableMedia
+from recorder.call.recording_glue import Recorder
 from recorder.config import Config, ConfigError, SipSide, load_config
-from recorder.control import ControlServer, service_socket_path
-from recorder.logs import get_logger
 from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
-from recorder.metrics import LoopLagMonitor, MediaTotals, RecorderCollector, start_metrics_server
+from recorder.ops.control import ControlServer, service_socket_path
+from recorder.ops.logs import get_logger
+from recorder.ops.metrics import (
+    LoopLagMonitor,
+    MediaTotals,
+    RecorderCollector,
+    start_metrics_server,
+)
+from recorder.ops.retention import anchor_path, purge_once
+from recorder.ops.sdnotify import Notifier, start_watchdog, stop_watchdog
 from recorder.policy import Policy, PolicyError, load_policy
 from recorder.recording.repair import repair_all
 from recorder.recording.writer import RecordingWriterClient
-from recorder.recording_glue import Recorder
-from recorder.retention_cli import anchor_path, purge_once
-from recorder.sdnotify import Notifier, start_watchdog, stop_watchdog
 from sip.asyncio.endpoint import SipEndpoint
 from sip.transaction import TimerConfig, TransactionEvent
 from storage import audit

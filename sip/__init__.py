@@ -1,4 +1,4 @@
-"""SIP as a sans-IO library: messages, SDP, transactions, dialogs.
+"""SIP as a sans-IO library: messages, SDP, transactions, dialogs (adapters in sip.asyncio).
 
-The asyncio adapters live in sip.asyncio.
+Knows no application: stdlib only, never `consent`, `recorder` or `storage`.
 """

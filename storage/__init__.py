@@ -1,1 +1,4 @@
-"""Catalog, file store, retention."""
+"""The catalog (SQLAlchemy models, repository, migrations), retention, the audit chain.
+
+stdlib and sqlalchemy only: never `recorder` (the policy reaches it as plain settings).
+"""

@@ -1,4 +1,7 @@
-"""The recording policy: the typed model of `policy.toml` and the pure `decide()` engine."""
+"""The recording policy: the typed model of `policy.toml` (data) and the `decide()` engine.
+
+Pure: no sockets, no clock, no database; may import `recorder.config` only.
+"""
 
 from recorder.policy.engine import CallFacts, Decision, decide, keep_sample, select_sample
 from recorder.policy.model import POLICY_TABLES, Policy, PolicyError, load_policy, parse_policy

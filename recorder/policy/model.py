@@ -19,15 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from recorder.config import _KNOWN_TOP, _Reader
 from recorder.policy.numbers import NumberPattern, matches_any, parse_pattern
 from recorder.policy.periods import RetentionRule, parse_period
-
-if TYPE_CHECKING:
-    from recorder.policy.engine import CallFacts, Decision
 
 Direction = Literal["inbound", "outbound"]
 RecordingMode = Literal["automatic", "on_demand"]
@@ -321,11 +318,6 @@ class Policy:
     roles: Mapping[str, Role]
     people: Mapping[str, Person]
     warnings: tuple[str, ...] = ()
-
-    def decide(self, call: CallFacts, now: datetime) -> Decision:
-        from recorder.policy.engine import decide
-
-        return decide(self, call, now)
 
     def expiry(self, retention_class: str, at: datetime) -> datetime | None:
         """When data of `retention_class` created at `at` must be gone; None = no period set."""

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from recorder.access.rules import RecordingFacts, check_access
 from recorder.policy import Policy, parse_policy
-from recorder.policy.access import RecordingFacts, check_access
 from tests.policy.conftest import EXAMPLES, ROOT
 
 MONTREAL = ZoneInfo("America/Montreal")

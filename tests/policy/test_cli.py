@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from recorder.cli.policy import add_policy_commands, main
 from recorder.policy import load_policy
-from recorder.policy.cli import add_policy_commands, main
 from tests.policy.conftest import EXAMPLES, ROOT
 
 SEED_001 = ROOT.parent / "shared" / "seeds" / "001_62a684d6182ac74a.txt"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.cli import main
+from recorder.cli.main import main
 from recorder.policy import load_policy
 from tests.policy.conftest import EXAMPLES, ROOT
 

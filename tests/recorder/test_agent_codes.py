@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.agent_codes import (
+from recorder.call.agent_codes import (
     AgentCodeMatcher,
     AgentDtmfFilter,
     CodeAbandoned,

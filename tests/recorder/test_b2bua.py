@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from recorder.b2bua import B2bua, CallPlan, CallState, SipSideRuntime
+from recorder.call.b2bua import B2bua, CallPlan, CallState, SipSideRuntime
 from recorder.config import SipSide
 from sip.message import Message, Request, Response, make_response, parse_message
 from sip.sdp import SessionDescription

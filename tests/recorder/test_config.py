@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.cli import main
+from recorder.cli.main import main
 from recorder.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,8 @@ from typing import Any, cast
 import pytest
 import structlog
 
-from recorder.control import (
+from recorder.cli.ctl import add_ctl_commands
+from recorder.ops.control import (
     MAX_LINE,
     Actor,
     CallSummary,
@@ -25,7 +26,6 @@ from recorder.control import (
     control_request,
     service_socket_path,
 )
-from recorder.ctl_cli import add_ctl_commands
 
 
 class FakeHandler:
@@ -516,17 +516,17 @@ def test_ctl_without_a_service(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_ctl_default_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Without /run/recorder, the default is var/control.sock relative to the cwd.
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("recorder.control.SYSTEMD_SOCKET", tmp_path / "absent" / "control.sock")
+    monkeypatch.setattr("recorder.ops.control.SYSTEMD_SOCKET", tmp_path / "absent" / "control.sock")
     asked: list[Path] = []
 
     def fake(path: Path, request: dict[str, Any], *, timeout: float) -> dict[str, Any]:
         asked.append(path)
         return {"ok": True, "calls": []}
 
-    monkeypatch.setattr("recorder.ctl_cli.control_request", fake)
+    monkeypatch.setattr("recorder.cli.ctl.control_request", fake)
     assert ctl("calls") == 0
     present = tmp_path / "run.sock"
     present.touch()
-    monkeypatch.setattr("recorder.control.SYSTEMD_SOCKET", present)
+    monkeypatch.setattr("recorder.ops.control.SYSTEMD_SOCKET", present)
     assert ctl("calls") == 0
     assert asked == [Path("var/control.sock"), present]

@@ -13,7 +13,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from recorder.media.rtp import build_packet
 from recorder.media.stats import LegStats
-from recorder.metrics import (
+from recorder.ops.metrics import (
     LoopLagMonitor,
     MediaTotals,
     RecorderCollector,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.sdnotify import Notifier, start_watchdog, stop_watchdog
+from recorder.ops.sdnotify import Notifier, start_watchdog, stop_watchdog
 
 TIMEOUT = 2.0
 

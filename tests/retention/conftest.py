@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from recorder.cli.retention import settings_from_policy
 from recorder.policy import Policy, parse_policy
-from recorder.retention_cli import settings_from_policy
 from storage.audit import AuditTrail, default_anchor_path
 from storage.repository import Catalog
 from storage.retention import Purger, RetentionSettings

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from recorder.access_cli import add_access_commands
-from recorder.retention_cli import add_retention_commands
+from recorder.cli.access import add_access_commands
+from recorder.cli.retention import add_retention_commands
 from tests.retention.conftest import local
 from tests.retention.test_cli import Cli
 

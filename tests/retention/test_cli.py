@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from recorder.retention_cli import add_retention_commands
+from recorder.cli.retention import add_retention_commands
 from storage.repository import Catalog
 from tests.retention.conftest import Store, local
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.catalog_cli import add_catalog_commands
+from recorder.cli.catalog import add_catalog_commands
 from storage import audit
 from storage.models import WITHHELD
 from storage.repository import Catalog

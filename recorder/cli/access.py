@@ -14,21 +14,29 @@ import argparse
 from datetime import UTC, datetime
 from typing import TextIO
 
-from recorder.cli_common import CliExit, catalog_handler, dump_json, local_time
-from recorder.policy.access import RecordingFacts, check_access
-from recorder.retention_cli import _actor, _Context, _instant, _opened
+from recorder.access.rules import RecordingFacts, check_access
+from recorder.cli.common import (
+    CatalogContext,
+    CliExit,
+    catalog_handler,
+    dump_json,
+    local_time,
+    opened_catalog,
+    os_actor,
+    parse_instant,
+)
 from storage import audit
 from storage.models import RecordingState
 
 
 def _trace(
-    context: _Context, args: argparse.Namespace, now: datetime, decision: dict[str, object]
+    context: CatalogContext, args: argparse.Namespace, now: datetime, decision: dict[str, object]
 ) -> None:
     audit.record(
         context.catalog,
         audit.default_anchor_path(context.config.storage.dir),
         at=datetime.now(UTC),
-        actor=f"{args.person} via {_actor()}",
+        actor=f"{args.person} via {os_actor()}",
         action="access.check",
         object=f"recording:{args.recording}",
         outcome="allowed" if decision["allowed"] else "refused",
@@ -39,10 +47,10 @@ def _trace(
 
 
 def _access_check(args: argparse.Namespace, out: TextIO) -> int:
-    with _opened(args) as context:
+    with opened_catalog(args) as context:
         policy, catalog = context.policy, context.catalog
         zone = policy.timezone
-        now = datetime.now(UTC) if args.at is None else _instant(args.at, zone, "--at")
+        now = datetime.now(UTC) if args.at is None else parse_instant(args.at, zone, "--at")
         recording = catalog.get_recording(args.recording)
         call = None if recording is None else catalog.get_call(recording.call_id)
         if recording is None or call is None:

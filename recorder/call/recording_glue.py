@@ -14,11 +14,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from recorder.b2bua import Call
-from recorder.call_log import CallLog
-from recorder.calls import CallState
-from recorder.logs import get_logger
+from recorder.call.b2bua import Call
+from recorder.call.call_log import CallLog
+from recorder.call.controller import CallState
 from recorder.media.relay import MediaLeg
+from recorder.ops.logs import get_logger
 from recorder.policy import Policy
 from recorder.recording.naming import day_directory, render_stem
 from recorder.recording.tap import CallRecording

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from recorder.control import ServiceUnreachable, client_socket_path, control_request
+from recorder.ops.control import ServiceUnreachable, client_socket_path, control_request
 
 EXIT_OK = 0
 EXIT_REFUSED = 1

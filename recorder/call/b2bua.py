@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from recorder.call.sdp_anchor import LocalAnswer, anchor_sdp, is_sdp, local_answer
 from recorder.config import SipSide
-from recorder.logs import get_logger
-from recorder.sdp_anchor import LocalAnswer, anchor_sdp, is_sdp, local_answer
+from recorder.ops.logs import get_logger
 from sip.dialog import Dialog, DialogState
 from sip.errors import RemoteProtocolError
 from sip.message import (

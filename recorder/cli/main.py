@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from recorder.access_cli import add_access_commands
-from recorder.catalog_cli import add_catalog_commands
-from recorder.cli_common import config_path
+from recorder.cli.access import add_access_commands
+from recorder.cli.catalog import add_catalog_commands
+from recorder.cli.common import config_path
+from recorder.cli.ctl import add_ctl_commands
+from recorder.cli.people import add_people_commands
+from recorder.cli.policy import add_policy_commands
+from recorder.cli.retention import add_retention_commands
 from recorder.config import Config, ConfigError, load_config
-from recorder.ctl_cli import add_ctl_commands
-from recorder.people_cli import add_people_commands
-from recorder.policy.cli import add_policy_commands
-from recorder.retention_cli import add_retention_commands
 
 
 def _load_or_exit(path: Path) -> Config:
@@ -26,7 +26,7 @@ def _load_or_exit(path: Path) -> Config:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from recorder.logs import configure_logging
+    from recorder.ops.logs import configure_logging
     from recorder.policy import PolicyError, load_policy
     from recorder.service import run_service
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
-from recorder.cli_common import (
+from recorder.cli.common import (
     CliExit,
     catalog_handler,
     config_path,
@@ -26,7 +26,7 @@ from recorder.cli_common import (
     local_time,
 )
 from recorder.config import ConfigError, load_config
-from recorder.logs import mask_numbers
+from recorder.ops.logs import mask_numbers
 from storage import audit
 from storage.db import CatalogMissing
 from storage.models import Direction, RecordingState

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from recorder.logs import get_logger
+from recorder.ops.logs import get_logger
 from storage.repository import AsyncCatalog, Catalog
 
 log = get_logger("recorder.call_log")

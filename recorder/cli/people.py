@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from recorder.cli_common import CliExit, config_path, dump_json
+from recorder.cli.common import CliExit, config_path, dump_json
 from recorder.policy import Policy, PolicyError, load_policy
 from recorder.policy.model import Person, Role
 

@@ -32,8 +32,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from recorder.logs import get_logger
 from recorder.media.stats import LegStats, StatsValue
+from recorder.ops.logs import get_logger
 
 Address = tuple[str, int]
 log = get_logger("recorder.metrics")

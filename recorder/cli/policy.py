@@ -1,6 +1,6 @@
 """`recorder policy check` and `recorder policy explain`.
 
-`recorder.cli` calls `add_policy_commands()` on its `policy` sub-parsers; the
+`recorder.cli.main` calls `add_policy_commands()` on its `policy` sub-parsers; the
 handlers take the parsed arguments, print to stdout (errors of `explain` to
 stderr) and return the exit code. This is the only place in the policy
 package that reads a clock (the default `--at`) or the file system.
@@ -16,13 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from recorder.agent_codes import agent_codes_for
-from recorder.cli_common import config_path
+from recorder.call.agent_codes import agent_codes_for
+from recorder.cli.common import config_path
 from recorder.config import Config, ConfigError, load_config
-from recorder.policy.engine import CallFacts, Decision
+from recorder.policy.engine import CallFacts, Decision, decide
 from recorder.policy.model import WEEKDAYS, Policy, PolicyError, load_policy
 
-# Same search order as `recorder serve` (recorder.cli): the working directory, then /etc.
+# Same search order as `recorder serve` (recorder.cli.main): the working directory, then /etc.
 WITHHELD = frozenset({"", "withheld", "anonymous", "unknown", "restricted"})
 
 
@@ -117,7 +117,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         trunk=args.trunk,
         draw=rng.random,
     )
-    decision = policy.decide(call, at)
+    decision = decide(policy, call, at)
     if args.json:
         print(json.dumps(_explain_dict(policy, call, at, decision), indent=2, ensure_ascii=False))
     else:
@@ -273,7 +273,7 @@ def _refusal_summary(policy: Policy) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`recorder policy ...` alone: for tests, and until recorder.cli is wired."""
+    """`recorder policy ...` alone: for tests, and until recorder.cli.main is wired."""
     parser = argparse.ArgumentParser(prog="recorder policy")
     add_policy_commands(parser.add_subparsers(dest="policy_command", required=True))
     args = parser.parse_args(argv)

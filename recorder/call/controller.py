@@ -31,20 +31,20 @@ from consent.prompt import Codec, PromptCache, PromptError
 from consent.rfc4733 import Rfc4733Detector
 from consent.sipinfo import digit_from_info
 from consent.voice import VoiceRefusalSpotter, VoiceUnavailable
-from recorder.agent_codes import (
+from recorder.call.agent_codes import (
     AgentCodeEvent,
     AgentCodeMatcher,
     AgentDtmfFilter,
     CodeMatched,
     agent_codes_for,
 )
-from recorder.b2bua import B2bua, Call, CallPlan
-from recorder.call_log import CallLog
-from recorder.control import Actor, CallSummary, ControlError
-from recorder.logs import get_logger
-from recorder.policy import CallFacts, Decision, Policy
-from recorder.sdp_anchor import anchor_sdp
-from recorder.tones import ringback_frames
+from recorder.call.b2bua import B2bua, Call, CallPlan
+from recorder.call.call_log import CallLog
+from recorder.call.sdp_anchor import anchor_sdp
+from recorder.call.tones import ringback_frames
+from recorder.ops.control import Actor, CallSummary, ControlError
+from recorder.ops.logs import get_logger
+from recorder.policy import CallFacts, Decision, Policy, decide
 from sip.errors import RemoteProtocolError
 from sip.message import Request
 
@@ -243,7 +243,7 @@ class CallController:
             external=True,
             draw=self.rng.random,
         )
-        decision = self.policy.decide(facts, arrived)
+        decision = decide(self.policy, facts, arrived)
         self.decisions[(facts.direction, "record" if decision.record else "no_record")] += 1
         state = CallState(call, decision, arrived)
         self.states[call.id] = state

@@ -25,133 +25,36 @@ unreadable catalog; 2 bad arguments or policy.
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import TextIO
 
-from recorder.cli_common import (
+from recorder.cli.common import (
     CliExit,
     catalog_handler,
-    config_path,
     dump_json,
+    load_config_and_policy,
     local_time,
+    opened_catalog,
+    os_actor,
+    parse_instant,
 )
-from recorder.config import Config, ConfigError, load_config
-from recorder.policy import Policy, PolicyError, load_policy
-from storage.audit import AuditTrail, default_anchor_path
+from recorder.ops.retention import purge_once, settings_from_policy
+from storage.audit import AuditTrail
 from storage.db import CatalogMissing
-from storage.repository import Catalog, NotFound
+from storage.repository import NotFound
 from storage.retention import (
     HoldInfo,
     HoldRefused,
     PurgeError,
     PurgeReport,
-    RetentionSettings,
     add_hold,
     end_of_day,
     list_holds,
     recompute_expiry,
     release_holds,
 )
-from storage.retention import purge_once as _purge_once
-
-
-def settings_from_policy(policy: Policy) -> RetentionSettings:
-    """The retention part of a policy, in the form storage/ takes (it cannot import it)."""
-    sampling = policy.sampling
-    daily = sampling is not None and sampling.stage == "daily" and sampling.fraction < 1.0
-    return RetentionSettings(
-        timezone=policy.timezone,
-        expiry=policy.expiry,
-        holds_allowed=policy.retention.holds,
-        sample_fraction=sampling.fraction if daily and sampling is not None else None,
-        rules={name: rule.rule_id for name, rule in policy.retention.classes.items()},
-    )
-
-
-def anchor_path(config: Config) -> Path:
-    return default_anchor_path(config.storage.dir)
-
-
-def purge_once(
-    config: Config,
-    policy: Policy,
-    now: datetime,
-    *,
-    dry_run: bool = False,
-    actor: str = "service",
-    seed: int | None = None,
-) -> PurgeReport:
-    """One purge (blocking: run it in an executor). The service calls this hourly."""
-    return _purge_once(
-        config.storage.database,
-        config.storage.dir,
-        settings_from_policy(policy),
-        now,
-        dry_run=dry_run,
-        actor=actor,
-        anchor_path=anchor_path(config),
-        seed=seed,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Context:
-    config: Config
-    policy: Policy
-    catalog: Catalog
-
-    @property
-    def zone(self) -> tzinfo:
-        return self.policy.timezone
-
-    @property
-    def anchor(self) -> Path:
-        return anchor_path(self.config)
-
-
-def _load(args: argparse.Namespace) -> tuple[Config, Policy]:
-    path = config_path(args.config)
-    try:
-        return load_config(path), load_policy(path)
-    except ConfigError as exc:
-        raise CliExit(2, "\n".join(exc.problems)) from None
-    except PolicyError as exc:
-        raise CliExit(2, "\n".join(exc.problems)) from None
-
-
-@contextmanager
-def _opened(args: argparse.Namespace) -> Iterator[_Context]:
-    config, policy = _load(args)
-    try:
-        # Never create a catalog here: an empty one would hide a wrong path.
-        catalog = Catalog.open(config.storage.database, create=False)
-    except CatalogMissing as exc:
-        raise CliExit(1, f"{exc} (storage.database in {config.path})") from None
-    try:
-        yield _Context(config, policy, catalog)
-    finally:
-        catalog.close()
-
-
-def _actor() -> str:
-    # The person behind sudo, not root: the trail must say who (A10).
-    return os.environ.get("SUDO_USER") or getpass.getuser()
-
-
-def _instant(text: str, zone: tzinfo, option: str) -> datetime:
-    """ISO 8601; a date, or a time without offset, is read in the policy's time zone."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliExit(2, f"{option}: not an ISO 8601 date or time: {text!r}") from None
-    return value.replace(tzinfo=zone) if value.tzinfo is None else value
 
 
 def _until(text: str | None, zone: tzinfo) -> datetime | None:
@@ -161,7 +64,7 @@ def _until(text: str | None, zone: tzinfo) -> datetime | None:
     try:
         return end_of_day(date.fromisoformat(text), zone)
     except ValueError:
-        return _instant(text, zone, "--until")
+        return parse_instant(text, zone, "--until")
 
 
 def _ids(values: list[int]) -> str:
@@ -205,11 +108,13 @@ def _print_report(report: PurgeReport, zone: tzinfo, out: TextIO) -> None:
 
 
 def _purge(args: argparse.Namespace, out: TextIO) -> int:
-    config, policy = _load(args)
-    now = datetime.now(UTC) if args.now is None else _instant(args.now, policy.timezone, "--now")
+    config, policy = load_config_and_policy(args)
+    now = (
+        datetime.now(UTC) if args.now is None else parse_instant(args.now, policy.timezone, "--now")
+    )
     try:
         report = purge_once(
-            config, policy, now, dry_run=args.dry_run, actor=_actor(), seed=args.seed
+            config, policy, now, dry_run=args.dry_run, actor=os_actor(), seed=args.seed
         )
     except CatalogMissing as exc:
         raise CliExit(1, f"{exc} (storage.database in {config.path})") from None
@@ -231,14 +136,14 @@ def _hold_row(hold: HoldInfo, zone: tzinfo, now: datetime) -> str:
 
 
 def _hold_add(args: argparse.Namespace, out: TextIO) -> int:
-    with _opened(args) as ctx:
+    with opened_catalog(args) as ctx:
         now = datetime.now(UTC)
         try:
             hold = add_hold(
                 ctx.catalog,
                 args.recording,
                 reason=args.reason,
-                actor=_actor(),
+                actor=os_actor(),
                 now=now,
                 settings=settings_from_policy(ctx.policy),
                 until=_until(args.until, ctx.zone),
@@ -258,12 +163,12 @@ def _hold_add(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _hold_release(args: argparse.Namespace, out: TextIO) -> int:
-    with _opened(args) as ctx:
+    with opened_catalog(args) as ctx:
         try:
             released = release_holds(
                 ctx.catalog,
                 args.recording,
-                actor=_actor(),
+                actor=os_actor(),
                 now=datetime.now(UTC),
                 reason=args.reason,
                 anchor_path=ctx.anchor,
@@ -279,13 +184,13 @@ def _hold_release(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _hold_list(args: argparse.Namespace, out: TextIO) -> int:
-    with _opened(args) as ctx:
+    with opened_catalog(args) as ctx:
         now = datetime.now(UTC)
         holds = list_holds(ctx.catalog, now=now, include_inactive=args.all)
         # A listing of recordings is itself traced (A10).
         AuditTrail(ctx.catalog, ctx.anchor).record(
             at=now,
-            actor=_actor(),
+            actor=os_actor(),
             action="hold.list",
             object="holds",
             detail={"count": len(holds), "all": args.all},
@@ -302,7 +207,7 @@ def _hold_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _audit_verify(args: argparse.Namespace, out: TextIO) -> int:
-    with _opened(args) as ctx:
+    with opened_catalog(args) as ctx:
         anchor = Path(args.anchor) if args.anchor else ctx.anchor
         report = AuditTrail(ctx.catalog, anchor).verify()
     if args.json:
@@ -324,7 +229,7 @@ def _audit_verify(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _audit_list(args: argparse.Namespace, out: TextIO) -> int:
-    with _opened(args) as ctx:
+    with opened_catalog(args) as ctx:
         entries = AuditTrail(ctx.catalog, ctx.anchor).entries(limit=args.limit)
     if args.json:
         dump_json(out, [entry.to_json() for entry in entries])
@@ -338,12 +243,12 @@ def _audit_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _recompute(args: argparse.Namespace, out: TextIO) -> int:
-    with _opened(args) as ctx:
+    with opened_catalog(args) as ctx:
         changes = recompute_expiry(
             ctx.catalog,
             settings_from_policy(ctx.policy),
             now=datetime.now(UTC),
-            actor=_actor(),
+            actor=os_actor(),
             dry_run=args.dry_run,
             anchor_path=ctx.anchor,
             policy_hash=ctx.policy.content_hash,

@@ -1,0 +1,7 @@
+"""`python -m recorder.cli ...` runs the `recorder` command."""
+
+import sys
+
+from recorder.cli.main import main
+
+sys.exit(main())

@@ -62,6 +62,8 @@ class ServiceConfig:
     user_agent: str = "recorder"
     ring_timeout: float = 180.0  # seconds a PBX may ring before the call is cancelled
     drain_seconds: float = 30.0
+    # The lawful-use socket (A12): None = `access.sock` beside the control socket.
+    access_socket: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +243,9 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
             reader.error(key, "unknown table")
 
     service = reader.table(
-        data, "service", {"timezone", "user_agent", "ring_timeout", "drain_seconds"}
+        data,
+        "service",
+        {"timezone", "user_agent", "ring_timeout", "drain_seconds", "access_socket"},
     )
     tz_name = reader.string(service, "service.timezone", "UTC")
     try:
@@ -254,6 +258,9 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         user_agent=reader.string(service, "service.user_agent", "recorder"),
         ring_timeout=reader.number(service, "service.ring_timeout", 180.0, 1.0),
         drain_seconds=reader.number(service, "service.drain_seconds", 30.0, 0.0),
+        access_socket=Path(reader.string(service, "service.access_socket"))
+        if "access_socket" in service
+        else None,
     )
 
     sip = reader.table(data, "sip", {"external", "internal", "timers"})

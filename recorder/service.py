@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from consent.voice import VoiceRefusalSpotter, VoiceUnavailable
+from recorder.access.commands import AccessServer, access_socket_path
 from recorder.call.b2bua import B2bua, Call, SipSideRuntime
 from recorder.call.call_log import CallLog
 from recorder.call.controller import CallController, ControllableMedia
@@ -113,6 +114,7 @@ class Service:
         self.media_totals = MediaTotals()
         self.purge_deleted: dict[str, int] = {}
         self.control: ControlServer | None = None
+        self.access: AccessServer | None = None
         self._purge_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -188,10 +190,15 @@ class Service:
         )
         self.controller.b2bua = self.b2bua
         await self._check_voice()
-        self.control = ControlServer(
-            service_socket_path(config.storage.dir.parent), self.controller
-        )
+        control_path = service_socket_path(config.storage.dir.parent)
+        self.control = ControlServer(control_path, self.controller)
         await self.control.start()
+        self.access = await AccessServer.start(
+            access_socket_path(config.service.access_socket, control_path),
+            config.storage.database,
+            config.storage.dir,
+            lambda: self.policy,
+        )
         # Retention runs in the service (D1-D5): once now, which also finishes a purge that
         # was killed half-way, then every hour.
         self._purge_task = asyncio.ensure_future(self._purge_every(PURGE_INTERVAL))
@@ -375,6 +382,8 @@ class Service:
             await asyncio.gather(self._purge_task, return_exceptions=True)
         if self.control is not None:
             await self.control.close()
+        if self.access is not None:
+            await self.access.close()
         for endpoint in self.endpoints.values():
             endpoint.close()
         for endpoint in self.endpoints.values():

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real peers the interop tests drive (sipp, baresip, sox, espeak-ng).
+# Installs the real peers the interop tests drive (sipp, baresip, sox, espeak-ng),
+# and age/age-keygen, which the sealed-export tests decrypt with (tests/access).
 #
 # Idempotent: installs only what is missing. As root: waits for any running
 # apt/dpkg (another installer may be busy with these very packages), re-checks,
@@ -16,14 +17,22 @@ declare -A PACKAGE_OF=(
   [espeak-ng]=espeak-ng
   [systemd-analyze]=systemd
   [flite]=flite
+  [age]=age
+  [age-keygen]=age
 )
-TOOLS=(sipp baresip sox espeak-ng systemd-analyze flite)
+TOOLS=(sipp baresip sox espeak-ng systemd-analyze flite age age-keygen)
 LOCK_WAIT_S=${LOCK_WAIT_S:-900}
 
 missing_packages() {
-  local tool
+  # Each package once, even when several of its tools are missing (age, age-keygen).
+  local tool pkg
+  local -A seen=()
   for tool in "${TOOLS[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || echo "${PACKAGE_OF[$tool]}"
+    command -v "$tool" >/dev/null 2>&1 && continue
+    pkg=${PACKAGE_OF[$tool]}
+    [[ -n ${seen[$pkg]:-} ]] && continue
+    seen[$pkg]=1
+    echo "$pkg"
   done
 }
 

@@ -5,6 +5,10 @@ author, an end and a release, all audited), the hash-chained audit trail (which 
 access trace of A5/A10), and the S6 sampling draws. A recording being destroyed goes through
 the `destroying` state, so that a purge killed between deleting the file and closing the row
 leaves a row that says what it was doing (storage/retention.py).
+
+Lawful use (issue 15) adds: the register of access requests (A4) with the recordings each
+names and the verdicts given on it (A9), the summary sheets derived from recordings (P6), and
+the training copies (P5), which by design hold nothing that leads back to a caller.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -280,3 +285,129 @@ class SamplePick(Base):
     )
     draw_id: Mapped[int] = mapped_column(ForeignKey("sampling_draws.id"), index=True)
     kept: Mapped[bool] = mapped_column(Boolean)
+
+
+# --- lawful use (issue 15): the request register (A4, A9), summary sheets (P6), training
+# copies (P5). Decisions live in recorder.access; these tables only keep what was decided.
+
+
+class RequestState(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+class AccessRequest(Base):
+    """A4: one written, motivated request (A3) to hear recordings, as kept in the register.
+
+    Nothing here deletes rows: the register is the written record A4 asks for. The public id
+    is `R<id>-<token>` (storage/register.py): the random token makes a mistyped or guessed id
+    fail instead of naming someone else's request. `selector` says how the recordings were
+    chosen (ids, calls, or "by number" with dates) and never holds a phone number: the
+    register outlives the call log's numbers (D2).
+    """
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    requester: Mapped[str] = mapped_column(String(64), index=True)  # a policy person id
+    role: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(1024))
+    selector: Mapped[dict[str, Any]] = mapped_column(JSON)
+    approvals_needed: Mapped[int] = mapped_column(Integer)
+    state: Mapped[RequestState] = mapped_column(
+        _enum(RequestState, "request_state"), default=RequestState.PENDING, index=True
+    )
+    decided_at: Mapped[datetime | None]
+    # Until when an approved grant may be used (the recordings' own expiry still applies).
+    valid_until: Mapped[datetime | None]
+    policy_hash: Mapped[str] = mapped_column(String(64))  # the policy the request was made under
+
+    items: Mapped[list[AccessRequestItem]] = relationship(
+        back_populates="request", order_by="AccessRequestItem.recording_id"
+    )
+    verdicts: Mapped[list[AccessVerdict]] = relationship(
+        back_populates="request", order_by="(AccessVerdict.at, AccessVerdict.id)"
+    )
+
+
+class AccessRequestItem(Base):
+    """One recording named by a request (the selector resolved when it was made)."""
+
+    __tablename__ = "access_request_items"
+
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("access_requests.id"), primary_key=True, autoincrement=False
+    )
+    # Indexed: "which requests named this recording" is what an A5 trace review asks.
+    recording_id: Mapped[int] = mapped_column(
+        ForeignKey("recordings.id"), primary_key=True, autoincrement=False, index=True
+    )
+
+    request: Mapped[AccessRequest] = relationship(back_populates="items")
+
+
+class AccessVerdict(Base):
+    """One person's approval or denial of a request (A9: some requests need two)."""
+
+    __tablename__ = "access_verdicts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("access_requests.id"), index=True)
+    person: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    verdict: Mapped[str] = mapped_column(String(16))  # "approved" | "denied"
+    reason: Mapped[str | None] = mapped_column(String(1024))
+
+    request: Mapped[AccessRequest] = relationship(back_populates="verdicts")
+
+
+class SummarySheet(Base):
+    """P6, D5: a written summary derived from a recording, kept for its own period.
+
+    Destruction empties `text` and sets `destroyed_at`; the row stays, so that the audit
+    entries about the sheet still name something. `request_id` is a plain column, not a key:
+    should the register ever get a retention period of its own (A4 sets none), a sheet that
+    cites a request must not block it.
+    """
+
+    __tablename__ = "summary_sheets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Recording rows are never deleted (only their files), so the key outlives the audio.
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
+    request_id: Mapped[int | None] = mapped_column(Integer)
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    text: Mapped[str] = mapped_column(Text)  # at most 4000 characters (storage/register.py)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    destroyed_at: Mapped[datetime | None]
+
+
+class TrainingCopy(Base):
+    """P5: a copy kept for staff training, with everything that identifies the caller removed.
+
+    On purpose there is no link to the source recording, call, number, agent or extension:
+    a training copy must not lead back to a caller through the catalog either. Its
+    provenance is in the audit trail, which access rules guard. For the same reason the
+    dates are coarse: `month` is the only date of the source ("YYYY-MM"), and `created_at`
+    is stored truncated to the first day of its month, 00:00 UTC, so that it cannot be
+    matched against the call log's arrival times. `path` is None once destroyed.
+    """
+
+    __tablename__ = "training_copies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    month: Mapped[str] = mapped_column(String(7))
+    path: Mapped[str | None] = mapped_column(String(1024))
+    node: Mapped[str | None] = mapped_column(String(255))  # the host holding the file
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    duration: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    destroyed_at: Mapped[datetime | None]

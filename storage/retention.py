@@ -17,6 +17,10 @@ to a file that was deleted on purpose.
 
 With several nodes on one PostgreSQL catalog, rows are taken `FOR UPDATE SKIP LOCKED` and a
 node only touches recordings whose `node` is its own (or unset).
+
+Derived data (issue 15) expires too: training copies (P5, D3) lose their file the same way,
+file first and row second (see `Purger._destroy_training_copies`), and summary sheets (P6,
+D5) lose their text. Both rows stay, with `destroyed_at`, like recordings.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from storage.models import (
     RecordingState,
     SamplePick,
     SamplingDraw,
+    SummarySheet,
+    TrainingCopy,
 )
 from storage.repository import Catalog, NotFound, read_session, write_session
 
@@ -327,6 +333,8 @@ class PurgeReport:
     numbers_erased: int = 0
     audit_pruned: int = 0
     errors: list[str] = field(default_factory=list)
+    training_copies_destroyed: list[int] = field(default_factory=list)  # P5, D3
+    summaries_destroyed: list[int] = field(default_factory=list)  # P6, D5
 
     @property
     def ok(self) -> bool:
@@ -346,6 +354,8 @@ class PurgeReport:
             "numbers_erased": self.numbers_erased,
             "audit_pruned": self.audit_pruned,
             "errors": self.errors,
+            "training_copies_destroyed": self.training_copies_destroyed,
+            "summaries_destroyed": self.summaries_destroyed,
         }
 
     def counts(self) -> dict[str, int]:
@@ -359,6 +369,8 @@ class PurgeReport:
             "numbers_erased": self.numbers_erased,
             "audit_pruned": self.audit_pruned,
             "errors": len(self.errors),
+            "training_copies_destroyed": len(self.training_copies_destroyed),
+            "summaries_destroyed": len(self.summaries_destroyed),
         }
 
 
@@ -414,6 +426,8 @@ class Purger:
         if fraction is not None and fraction < 1.0:
             self._sample(now, fraction, report)
         self._expire(now, report)
+        self._destroy_training_copies(now, report)
+        self._destroy_summaries(now, report)
         self._erase_numbers(now, report)
         self._prune_audit(now, report)
         outcome = "dry_run" if dry_run else ("ok" if report.ok else "integrity_failures")
@@ -778,6 +792,147 @@ class Purger:
                 if self._mark_destroying(session, row, reason, checks[row.id], now):
                     targets.append((row.id, row.path))
         self._unlink_and_finish(targets, now, report, resumed=False)
+
+    def _my_training_copies(self) -> ColumnElement[bool]:
+        if self.node is None:
+            return TrainingCopy.id.is_not(None)
+        return or_(TrainingCopy.node.is_(None), TrainingCopy.node == self.node)
+
+    def _destroy_training_copies(self, now: datetime, report: PurgeReport) -> None:
+        """P5, D3: a training copy past its `expires_at` loses its file, then its path.
+
+        There is no `destroying` state to go through: a training copy is never held and its
+        expiry never moves, so an expired row without `destroyed_at` already says "to be
+        destroyed". The file goes first (unlinked, its directory fsynced), the row second:
+        a run killed in between leaves an expired row whose file is gone, which the next run
+        finishes (the file is then "missing" in the audit entry). No row ever says destroyed
+        while its file is still there.
+        """
+        after = 0
+        while True:
+            query = (
+                select(TrainingCopy.id, TrainingCopy.path)
+                .where(
+                    TrainingCopy.destroyed_at.is_(None),
+                    TrainingCopy.expires_at <= now,
+                    TrainingCopy.id > after,
+                    self._my_training_copies(),
+                )
+                .order_by(TrainingCopy.id)
+                .limit(self.batch)
+            )
+            with read_session(self.catalog) as session:
+                due = [(row.id, row.path) for row in session.execute(query)]
+            if not due:
+                return
+            after = due[-1][0]
+            if report.dry_run:
+                report.training_copies_destroyed.extend(copy_id for copy_id, _ in due)
+                continue
+            files = self._unlink_training_copies(due, report)
+            self._finish_training_copies(files, now, report)
+
+    def _unlink_training_copies(
+        self, due: Sequence[tuple[int, str | None]], report: PurgeReport
+    ) -> dict[int, str]:
+        """Delete the files; returns what became of each (`deleted`, `missing`, `no_path`)."""
+        files: dict[int, str] = {}
+        directories: set[Path] = set()
+        for copy_id, path in due:
+            if path is None:
+                files[copy_id] = "no_path"
+                continue
+            file = Path(path)
+            # As for recordings: a catalog row never makes the purge delete a file elsewhere.
+            if not _inside(file, self.root):
+                report.errors.append(f"training copy {copy_id}: {path} is outside the storage")
+                continue
+            try:
+                file.unlink()
+            except FileNotFoundError:
+                files[copy_id] = "missing"  # a previous run got this far, or it was lost
+                continue
+            except OSError as exc:
+                report.errors.append(f"training copy {copy_id}: cannot delete {path}: {exc}")
+                continue
+            files[copy_id] = "deleted"
+            directories.add(file.parent)
+        # The unlink is durable before any row says destroyed.
+        for directory in directories:
+            _fsync_dir(directory)
+        return files
+
+    def _finish_training_copies(
+        self, files: Mapping[int, str], now: datetime, report: PurgeReport
+    ) -> None:
+        if not files:
+            return
+        rule = self.settings.rule("training_copies")
+        with write_session(self.catalog) as session:
+            rows = session.scalars(
+                select(TrainingCopy)
+                .where(TrainingCopy.id.in_(list(files)))
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                if row.destroyed_at is not None:
+                    continue  # another node finished it meanwhile
+                assert row.expires_at is not None
+                local = row.expires_at.astimezone(self.settings.timezone).isoformat()
+                row.path = None
+                row.destroyed_at = now
+                append(
+                    session,
+                    at=now,
+                    actor=self.actor,
+                    action="training_copy.destroyed",
+                    object=f"training_copy:{row.id}",
+                    reason=f"{rule}: retention over at {local}",
+                    detail={"expired_at": _iso(row.expires_at), "file": files[row.id]},
+                )
+                report.training_copies_destroyed.append(row.id)
+
+    def _destroy_summaries(self, now: datetime, report: PurgeReport) -> None:
+        """P6, D5: a summary sheet past its `expires_at` loses its text; the row stays.
+
+        One transaction per batch: emptying the text and auditing it commit together, so
+        there is no half-way state to resume. Sheets have no node (they are rows, not files):
+        whichever node purges first does it, SKIP LOCKED keeps two from doing it twice.
+        """
+        due = (SummarySheet.destroyed_at.is_(None)) & (SummarySheet.expires_at <= now)
+        if report.dry_run:
+            with read_session(self.catalog) as session:
+                report.summaries_destroyed.extend(
+                    session.scalars(select(SummarySheet.id).where(due).order_by(SummarySheet.id))
+                )
+            return
+        rule = self.settings.rule("summary_sheets")
+        while True:
+            with write_session(self.catalog) as session:
+                rows = session.scalars(
+                    select(SummarySheet)
+                    .where(due)
+                    .order_by(SummarySheet.id)
+                    .limit(self.batch)
+                    .with_for_update(skip_locked=True)
+                ).all()
+                if not rows:
+                    return
+                for row in rows:
+                    assert row.expires_at is not None
+                    local = row.expires_at.astimezone(self.settings.timezone).isoformat()
+                    row.text = ""
+                    row.destroyed_at = now
+                    append(
+                        session,
+                        at=now,
+                        actor=self.actor,
+                        action="summary.destroyed",
+                        object=f"summary:{row.id}",
+                        reason=f"{rule}: retention over at {local}",
+                        detail={"recording": row.recording_id, "expired_at": _iso(row.expires_at)},
+                    )
+                    report.summaries_destroyed.append(row.id)
 
     def _erase_numbers(self, now: datetime, report: PurgeReport) -> None:
         """D2: the call log keeps its rows (statistics) but loses its numbers."""

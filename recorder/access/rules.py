@@ -58,7 +58,7 @@ def _department_of(policy: Policy, facts: RecordingFacts, party: Person | None) 
     return party.department if party is not None else None
 
 
-def _scope_refusals(
+def scope_refusals(
     policy: Policy, person: Person, scope: str, exclude_confidential: bool, facts: RecordingFacts
 ) -> list[Reason]:
     party = _party(policy, facts)
@@ -104,7 +104,7 @@ def check_access(
     if purpose_id not in role.purposes:
         allowed = ", ".join(sorted(role.purposes)) or "none"
         refusals.append((purpose_rule, f"role {role.id} may not for {purpose_id} ({allowed})"))
-    refusals += _scope_refusals(policy, person, role.scope, role.exclude_confidential, facts)
+    refusals += scope_refusals(policy, person, role.scope, role.exclude_confidential, facts)
     zone = policy.timezone
     if facts.destroyed:
         refusals.append(("D1", "the recording was destroyed"))

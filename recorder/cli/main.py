@@ -10,6 +10,7 @@ from recorder.cli.access import add_access_commands
 from recorder.cli.catalog import add_catalog_commands
 from recorder.cli.common import config_path
 from recorder.cli.ctl import add_ctl_commands
+from recorder.cli.lawful import add_lawful_commands
 from recorder.cli.people import add_people_commands
 from recorder.cli.policy import add_policy_commands
 from recorder.cli.retention import add_retention_commands
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_retention_commands(commands)
     add_people_commands(commands)
     add_access_commands(commands)
+    add_lawful_commands(commands)
     return parser
 
 

@@ -20,6 +20,11 @@ returns: phone numbers have no field to travel in (the catalog is their one home
 
 A request line longer than `MAX_LINE` bytes is answered with an error and the connection
 closed: the rest of the line cannot be told from the next request.
+
+A server may also carry `commands`, a table of further commands (the lawful-use desk serves
+its own socket this way, `recorder.access.commands`): each takes the request object and the
+`Actor` and returns a response, or a response and bytes. Bytes follow the response line
+raw, their length in its `"payload"` key, so a recording is not inflated into JSON.
 """
 
 from __future__ import annotations
@@ -95,6 +100,15 @@ class CallSummary(TypedDict):
     agent: NotRequired[str | None]
 
 
+Reply = dict[str, Any] | tuple[dict[str, Any], bytes]
+
+
+class Command(Protocol):
+    """One command of a `commands` table; raises ControlError to refuse."""
+
+    def __call__(self, request: Mapping[str, Any], actor: Actor) -> Awaitable[Reply]: ...
+
+
 class ControlHandler(Protocol):
     """The service side of the control API (the lead's call controller implements it).
 
@@ -158,13 +172,17 @@ class _BadRequest(Exception):
     pass
 
 
-def _parse(line: bytes) -> tuple[str, str | None]:
+def _load(line: bytes) -> dict[str, Any]:
     try:
         request = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _BadRequest(f"not JSON: {exc}") from None
     if not isinstance(request, dict):
         raise _BadRequest("a request is a JSON object")
+    return request
+
+
+def _parse(request: Mapping[str, Any]) -> tuple[str, str | None]:
     cmd = request.get("cmd")
     if cmd == "calls":
         return cmd, None
@@ -187,14 +205,16 @@ class ControlServer:
     def __init__(
         self,
         path: Path | str,
-        handler: ControlHandler,
+        handler: ControlHandler | None,
         *,
+        commands: Mapping[str, Command] | None = None,
         mode: int = SOCKET_MODE,
         max_clients: int = MAX_CLIENTS,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.path = Path(path)
         self.handler = handler
+        self.commands: Mapping[str, Command] = commands or {}
         self.mode = mode
         self.max_clients = max_clients
         self.idle_timeout = idle_timeout
@@ -280,14 +300,27 @@ class ControlServer:
             if not line:
                 return
             if line.strip():
-                writer.write(_encode(await self._answer(line, actor)))
+                reply = await self._answer(line, actor)
+                if isinstance(reply, tuple):
+                    response, payload = reply
+                    writer.write(_encode({**response, "payload": len(payload)}))
+                    writer.write(payload)
+                else:
+                    writer.write(_encode(reply))
                 await writer.drain()
             if not line.endswith(b"\n"):
                 return  # EOF after an unterminated last request
 
-    async def _answer(self, line: bytes, actor: Actor) -> dict[str, Any]:
+    async def _answer(self, line: bytes, actor: Actor) -> Reply:
         try:
-            cmd, call = _parse(line)
+            request = _load(line)
+            command = self.commands.get(str(request.get("cmd")))
+            if command is not None:
+                return await self._extra(str(request["cmd"]), command, request, actor)
+            if self.handler is None:
+                known = ", ".join(sorted(self.commands))
+                raise _BadRequest(f"unknown cmd {request.get('cmd')!r}; one of {known}")
+            cmd, call = _parse(request)
         except _BadRequest as exc:
             return _error("bad_request", str(exc))
         try:
@@ -306,6 +339,17 @@ class ControlServer:
             return {"ok": True, "message": str(message)}
         except ControlError as exc:
             log.info("control.command", cmd=cmd, call=call, actor=str(actor), result="refused")
+            return _error("refused", exc.message)
+        except Exception:
+            log.exception("control.handler_failed", cmd=cmd, actor=str(actor))
+            return _error("internal", f"{cmd} failed inside the service; see its log")
+
+    async def _extra(
+        self, cmd: str, command: Command, request: Mapping[str, Any], actor: Actor
+    ) -> Reply:
+        try:
+            return await command(request, actor)
+        except ControlError as exc:
             return _error("refused", exc.message)
         except Exception:
             log.exception("control.handler_failed", cmd=cmd, actor=str(actor))
@@ -347,6 +391,22 @@ def control_request(
     path: Path | str, request: Mapping[str, Any], *, timeout: float = 5.0
 ) -> dict[str, Any]:
     """Send one request and return the response (blocking; for the CLI and tests)."""
+    return control_exchange(path, request, timeout=timeout)[0]
+
+
+def _read_exact(sock: socket.socket, buffer: bytearray, size: int) -> bytes:
+    while len(buffer) < size:
+        chunk = sock.recv(max(65536, size - len(buffer)))
+        if not chunk:
+            raise ServiceUnreachable("the service closed the connection mid-answer")
+        buffer += chunk
+    return bytes(buffer[:size])
+
+
+def control_exchange(
+    path: Path | str, request: Mapping[str, Any], *, timeout: float = 5.0
+) -> tuple[dict[str, Any], bytes]:
+    """Send one request; the response and the bytes that follow it (empty when none)."""
     where = os.fspath(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -370,19 +430,29 @@ def control_request(
         try:
             sock.sendall(json.dumps(request).encode() + b"\n")
             buffer = bytearray()
-            while not buffer.endswith(b"\n"):
+            while b"\n" not in buffer:
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
                 buffer += chunk
+            line, _, rest = bytes(buffer).partition(b"\n")
+            response = _decode(line)
+            size = response.get("payload", 0)
+            payload = b""
+            if isinstance(size, int) and size > 0:
+                payload = _read_exact(sock, bytearray(rest), size)
         except TimeoutError:
             raise ServiceUnreachable(f"the service did not answer within {timeout:g} s") from None
         except OSError as exc:
             raise ServiceUnreachable(f"control connection failed: {exc}") from None
     finally:
         sock.close()
+    return response, payload
+
+
+def _decode(line: bytes) -> dict[str, Any]:
     try:
-        response = json.loads(buffer)
+        response = json.loads(line)
     except ValueError:
         raise ServiceUnreachable("the service closed the connection without an answer") from None
     if not isinstance(response, dict):

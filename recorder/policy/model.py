@@ -22,6 +22,8 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
+
 from recorder.config import _KNOWN_TOP, _Reader
 from recorder.policy.numbers import NumberPattern, matches_any, parse_pattern
 from recorder.policy.periods import RetentionRule, parse_period
@@ -270,6 +272,8 @@ class Purpose:
     rule_id: str | None = None
     approvers: int = 1  # A9: complaint requests approved by two people
     deidentify: bool = False  # P5: training copies lose what identifies the caller
+    # P5: seconds of the caller's channel silenced in every training copy ([start, end]).
+    mute_seconds: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +287,9 @@ class Role:
     window: AccessWindow
     exclude_confidential: bool = False  # A8: not the calls of confidentiality-bound staff
     can_override: bool = False  # A14: the head of the organisation
+    approves: frozenset[str] = frozenset()  # A3, A9: the purposes whose requests it approves
+    grant_hours: int = 24  # A13: how long an approved request may be used
+    subject_access: bool = False  # R2: answers a person's request for their own data
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +304,9 @@ class Person:
     confidential: bool = False  # A8: member of a professional order bound to confidentiality
     agent_code: str | None = None
     extension: str | None = None
+    # A12, X3: the Unix account the service recognises on its control socket (SO_PEERCRED).
+    account: str | None = None
+    uid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +328,8 @@ class Policy:
     roles: Mapping[str, Role]
     people: Mapping[str, Person]
     warnings: tuple[str, ...] = ()
+    # R2: where numbers dialled without a country code belong, to compare them in E.164.
+    number_region: str | None = None
 
     def expiry(self, retention_class: str, at: datetime) -> datetime | None:
         """When data of `retention_class` created at `at` must be gone; None = no period set."""
@@ -892,10 +904,10 @@ def _read_purposes(reader: _PolicyReader, data: Mapping[str, Any]) -> Mapping[st
             reader.error(dotted, "must be a table { description = ..., rule = ... }")
             continue
         for key in row:
-            if key not in ("description", "rule", "approvers", "deidentify"):
+            if key not in ("description", "rule", "approvers", "deidentify", "mute_seconds"):
                 reader.error(
                     f"{dotted}.{key}",
-                    "unknown key (known: approvers, deidentify, description, rule)",
+                    "unknown key (known: approvers, deidentify, description, mute_seconds, rule)",
                 )
 
         def approvers_check(value: int) -> str | None:
@@ -907,14 +919,49 @@ def _read_purposes(reader: _PolicyReader, data: Mapping[str, Any]) -> Mapping[st
             rule_id=reader.optional_str(row, f"{dotted}.rule"),
             approvers=reader.typed(row, f"{dotted}.approvers", int, 1, approvers_check),
             deidentify=reader.typed(row, f"{dotted}.deidentify", bool, False),
+            mute_seconds=_mute_ranges(reader, row, f"{dotted}.mute_seconds"),
         )
     return MappingProxyType(purposes)
+
+
+def _mute_ranges(
+    reader: _PolicyReader, row: Mapping[str, Any], dotted: str
+) -> tuple[tuple[float, float], ...]:
+    value = row.get(dotted.rsplit(".", 1)[1], [])
+    ranges: list[tuple[float, float]] = []
+    shape = "must be a list of [start, end] pairs in seconds, e.g. [[0, 20]]"
+    if not isinstance(value, list):
+        reader.error(dotted, shape)
+        return ()
+    for item in value:
+        numbers = isinstance(item, list) and len(item) == 2
+        if not numbers or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in item
+        ):
+            reader.error(dotted, shape)
+            return ()
+        start, end = float(item[0]), float(item[1])
+        if start < 0 or end <= start:
+            reader.error(dotted, f"range [{item[0]}, {item[1]}] is empty or negative")
+            return ()
+        ranges.append((start, end))
+    return tuple(ranges)
 
 
 def _read_roles(
     reader: _PolicyReader, data: Mapping[str, Any], purposes: Mapping[str, Purpose]
 ) -> Mapping[str, Role]:
-    known = {"description", "purposes", "scope", "window", "exclude_confidential", "can_override"}
+    known = {
+        "description",
+        "purposes",
+        "scope",
+        "window",
+        "exclude_confidential",
+        "can_override",
+        "approves",
+        "grant_hours",
+        "subject_access",
+    }
     roles: dict[str, Role] = {}
     for role_id, row in reader.mapping(data, "roles").items():
         dotted = f"roles.{role_id}"
@@ -930,6 +977,18 @@ def _read_roles(
                     f"unknown purpose {purpose!r} (defined: "
                     f"{', '.join(sorted(purposes)) or 'none'})",
                 )
+        approves = reader.str_list(row, f"{dotted}.approves")
+        for purpose in approves:
+            if purpose not in purposes:
+                reader.error(
+                    f"{dotted}.approves",
+                    f"unknown purpose {purpose!r} (defined: "
+                    f"{', '.join(sorted(purposes)) or 'none'})",
+                )
+
+        def hours_check(value: int) -> str | None:
+            return None if 1 <= value <= 24 * 31 else f"must be within 1..744 hours, got {value}"
+
         scope = reader.choice(
             row,
             f"{dotted}.scope",
@@ -949,6 +1008,9 @@ def _read_roles(
             window=reader.choice(row, f"{dotted}.window", ("call_day", "retention"), "retention"),  # type: ignore[arg-type]
             exclude_confidential=reader.typed(row, f"{dotted}.exclude_confidential", bool, False),
             can_override=reader.typed(row, f"{dotted}.can_override", bool, False),
+            approves=frozenset(approves),
+            grant_hours=reader.typed(row, f"{dotted}.grant_hours", int, 24, hours_check),
+            subject_access=reader.typed(row, f"{dotted}.subject_access", bool, False),
         )
     return MappingProxyType(roles)
 
@@ -956,9 +1018,24 @@ def _read_roles(
 def _read_people(
     reader: _PolicyReader, data: Mapping[str, Any], roles: Mapping[str, Role]
 ) -> Mapping[str, Person]:
-    known = {"name", "role", "team", "department", "confidential", "agent_code", "extension"}
+    known = {
+        "name",
+        "role",
+        "team",
+        "department",
+        "confidential",
+        "agent_code",
+        "extension",
+        "account",
+        "uid",
+    }
     people: dict[str, Person] = {}
     agent_codes: dict[str, str] = {}
+    accounts: dict[str | int, str] = {}
+
+    def uid_check(value: int) -> str | None:
+        return None if 0 <= value < 2**32 else f"not a Unix uid: {value}"
+
     for person_id, row in reader.mapping(data, "people").items():
         dotted = f"people.{person_id}"
         if not isinstance(row, dict):
@@ -983,7 +1060,19 @@ def _read_people(
             confidential=reader.typed(row, f"{dotted}.confidential", bool, False),
             agent_code=reader.optional_str(row, f"{dotted}.agent_code"),
             extension=reader.optional_str(row, f"{dotted}.extension"),
+            account=reader.optional_str(row, f"{dotted}.account"),
+            uid=reader.typed(row, f"{dotted}.uid", int, 0, uid_check) if "uid" in row else None,
         )
+        for key, login in (("account", person.account), ("uid", person.uid)):
+            if login is None:
+                continue
+            if login in accounts:
+                reader.error(
+                    f"{dotted}.{key}",
+                    f"{key} {login!r} is also people.{accounts[login]}'s: one person per account"
+                    " (A12, X3)",
+                )
+            accounts[login] = person_id
         scope = roles[role].scope if role in roles else None
         if scope == "team" and person.team is None:
             reader.error(
@@ -1032,9 +1121,16 @@ def parse_policy(text: str, path: Path, content_hash: str | None = None) -> Poli
         if key not in _KNOWN_TOP and key not in POLICY_TABLES:
             reader.error(key, "unknown table")
 
-    meta = reader.table(data, "policy", {"name", "title"})
+    meta = reader.table(data, "policy", {"name", "title", "number_region"})
     name = reader.typed(meta, "policy.name", str, path.stem)
     title = reader.typed(meta, "policy.title", str, "")
+    number_region = reader.optional_str(meta, "policy.number_region")
+    if number_region is not None and number_region not in phonenumbers.SUPPORTED_REGIONS:
+        reader.error(
+            "policy.number_region",
+            f"{number_region!r} is not a region code of the numbering plan (e.g. CA, FR, MC)",
+        )
+        number_region = None
     service = data.get("service", {})
     tz_name = service.get("timezone", "UTC") if isinstance(service, dict) else "UTC"
     try:
@@ -1055,6 +1151,12 @@ def parse_policy(text: str, path: Path, content_hash: str | None = None) -> Poli
     purposes = _read_purposes(reader, data)
     roles = _read_roles(reader, data, purposes)
     people = _read_people(reader, data, roles)
+    for purpose_id in purposes:
+        if roles and not any(purpose_id in role.approves for role in roles.values()):
+            reader.warn(
+                f"purposes.{purpose_id}",
+                "no role approves it (roles.*.approves): its requests can never be approved (A3)",
+            )
     if records and not notice.play:
         reader.warn("notice.play", "calls are recorded but no notice plays (C1)")
 
@@ -1078,4 +1180,5 @@ def parse_policy(text: str, path: Path, content_hash: str | None = None) -> Poli
         roles=roles,
         people=people,
         warnings=tuple(reader.warnings),
+        number_region=number_region,
     )

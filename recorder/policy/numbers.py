@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import phonenumbers
+
 # Visual separators that trunks and people put in numbers; they never carry meaning.
 _SEPARATORS = re.compile(r"[\s\-.()/]")
 _LITERAL = re.compile(r"\+?[0-9*#X]+")
@@ -19,6 +21,24 @@ _RANGE = re.compile(r"([0-9]+)\s*-\s*([0-9]+)")
 def normalize_number(text: str) -> str:
     """The number without separators: `+1 514-555-0100` -> `+15145550100`."""
     return _SEPARATORS.sub("", text.strip())
+
+
+def e164(text: str, region: str | None) -> str | None:
+    """`text` in E.164 (`+15145550100`), read as dialled in `region`; None if not a number.
+
+    R2 compares a person's number with the call log's however each was written: with or
+    without the country code, with separators, with a trunk prefix.
+    """
+    compact = normalize_number(text)
+    if not compact or not any(char.isdigit() for char in compact):
+        return None
+    try:
+        parsed = phonenumbers.parse(compact, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,7 @@ description = "team lead"
 purposes = ["quality"]
 scope = "team"
 window = "call_day"
+approves = ["quality"]
 
 [people.ann]
 name = "Ann"

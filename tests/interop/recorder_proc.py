@@ -20,7 +20,7 @@ POLICY_TEMPLATE = """\
 timezone = "America/Montreal"
 ring_timeout = {ring_timeout}
 drain_seconds = {drain_seconds}
-
+{service_extra}
 [sip.external]
 listen = "127.0.0.1:{external_port}"
 allow = [{external_allow}]
@@ -169,6 +169,7 @@ def running_recorder(
     ring_timeout: float = 180,
     drain_seconds: float = 2,
     policy_extra: str = "",
+    access_socket: Path | None = None,
 ) -> Iterator[RecorderProcess]:
     """`policy_extra`: the policy tables ([recording], [notice]...) appended to the deploy part."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +186,7 @@ def running_recorder(
             external_allow=", ".join(f'"{a}"' for a in external_allow),
             ring_timeout=ring_timeout,
             drain_seconds=drain_seconds,
+            service_extra="" if access_socket is None else f'access_socket = "{access_socket}"\n',
         )
         + policy_extra
     )

@@ -1,0 +1,307 @@
+"""Lawful use end to end (issue 15): a sipp call recorded through `recorder serve`, then a
+motivated request, two approvals by two other people (A9), listening and an age export,
+each by a real `recorder` CLI process running as its own Unix user, known to the service
+only by its uid (SO_PEERCRED, A12). The export decrypts with Debian's `age` to the very
+samples recorded; every step, refused or done, is in the audit trail, which verifies, and
+an edited entry is caught (A5)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+
+from . import peers
+from .conftest import RecorderFactory
+from .recorder_proc import RecorderProcess
+
+pytestmark = pytest.mark.interop
+
+QUALITY, DIRECTOR, CLERK, STRANGER = 60101, 60102, 60103, 60104
+AS_USER = Path(__file__).with_name("as_user.py")
+
+POLICY = f"""
+[policy]
+name = "TEST"
+
+[recording]
+directions = ["inbound"]
+extensions = "all"
+mode = "automatic"
+
+[notice]
+play = false
+
+[naming]
+template = "{{date}}_{{time}}_agent-{{agent}}"
+agent_sources = ["header:X-Agent-Code"]
+
+[retention]
+recordings = "8 days"                   # D1
+
+[purposes.complaints]
+description = "Complaints and disputes"
+rule = "P3"
+approvers = 2                           # A9: analysed jointly by IT and the clerk's office
+
+[roles.quality_office]                  # A6: holds the files it requested for complaints
+description = "Quality office"
+purposes = ["complaints"]
+scope = "all"
+window = "retention"
+
+[roles.administrator]
+description = "IT director"
+purposes = ["complaints"]
+scope = "all"
+window = "retention"
+approves = ["complaints"]
+
+[roles.clerk]
+description = "Clerk's office"
+purposes = ["complaints"]
+scope = "all"
+window = "retention"
+approves = ["complaints"]
+
+[people.quality]
+name = "Claire Dubois"
+role = "quality_office"
+uid = {QUALITY}
+
+[people.it_director]
+name = "Paul Roy"
+role = "administrator"
+uid = {DIRECTOR}
+
+[people.clerk]
+name = "Denis Ferland"
+role = "clerk"
+uid = {CLERK}
+"""
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory every test user can reach (pytest's own tmp dirs are root's, 0700)."""
+    if os.geteuid() != 0:
+        message = "running the CLI as several Unix users needs root"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    directory = Path(tempfile.mkdtemp(prefix="recorder-lawful-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Cli:
+    def __init__(self, recorder: RecorderProcess, socket: Path, home: Path) -> None:
+        self.recorder = recorder
+        self.socket = socket
+        self.home = home
+
+    def run(self, uid: int, *args: str) -> tuple[int, Any, str]:
+        """`recorder ARGS --json` as `uid`; (exit code, parsed stdout or None, stderr)."""
+        done = subprocess.run(
+            [sys.executable, str(AS_USER), str(uid), *args, "--socket", str(self.socket), "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            cwd=self.home,
+            env={**os.environ, "HOME": str(self.home)},
+        )
+        parsed = json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else None
+        return done.returncode, parsed, done.stderr
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "recorder.cli", *args, "--config", str(self.recorder.policy_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+
+def samples(data: bytes) -> np.ndarray:
+    frames, rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
+    assert rate == 8000 and frames.shape[1] == 2
+    return frames
+
+
+def test_request_two_approvals_listen_export_and_the_trail(
+    interop_dir: Path,
+    prompt_pcap: Path,
+    start_recorder: RecorderFactory,
+    shared_dir: Path,
+) -> None:
+    age, age_keygen = shutil.which("age"), shutil.which("age-keygen")
+    if age is None or age_keygen is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("age missing (scripts/install-test-deps.sh installs it)")
+        pytest.skip("age missing")
+    socket = shared_dir / "access.sock"
+    with peers.start_sipp_uas("uas_echo_agent", log_dir=interop_dir, calls=1) as pbx:
+        recorder = start_recorder(
+            pbx_port=pbx.port, media_ports=32, policy_extra=POLICY, access_socket=socket
+        )
+        uac = peers.run_sipp_uac(
+            "uac_pcap", recorder.external_target, log_dir=interop_dir, pcap=prompt_pcap, timeout=20
+        )
+        pbx.wait(5)
+    uac.assert_ok()
+    recorder.wait_event("recording.finalized", timeout=15)
+    [row] = recorder.catalog("recordings", "list")
+    recording = int(row["id"])
+    recorded = Path(row["path"]).read_bytes()
+    assert oct(Path(row["path"]).stat().st_mode & 0o777) == "0o640"  # read only by the service
+    cli = Cli(recorder, socket, shared_dir)
+
+    # A12: a uid that is not on the nominative list gets nothing, and leaves a trace.
+    code, _, err = cli.run(STRANGER, "whoami")
+    assert code == 2 and "(A12)" in err and "60104" in err
+    code, me, _ = cli.run(QUALITY, "whoami")
+    assert code == 0 and me["person"] == "quality"
+
+    # Bad requests: each one line naming its rule, exit 2, nothing in the register.
+    reason = "complaint 2026-114 about the answer given"
+    for args, rule in (
+        (("--purpose", "curiosity", "--reason", reason), "P1"),
+        (("--purpose", "complaints", "--reason", " "), "A3"),
+        (("--purpose", "complaints", "--reason", "call back 514 555 0100"), "D2"),
+    ):
+        code, _, err = cli.run(QUALITY, "request", str(recording), *args)
+        assert code == 2 and f"({rule})" in err and len(err.strip().splitlines()) == 1, err
+    code, register, _ = cli.run(QUALITY, "requests")
+    assert code == 0 and register == []
+
+    code, request, err = cli.run(
+        QUALITY, "request", str(recording), "--purpose", "complaints", "--reason", reason
+    )
+    assert code == 0, err
+    assert request["state"] == "pending" and request["approvals_needed"] == 2
+    public = request["public_id"]
+
+    # Listening before approval is refused.
+    code, _, err = cli.run(QUALITY, "listen", public, "--out", str(shared_dir / "early.wav"))
+    assert code == 2 and "(A3)" in err and not (shared_dir / "early.wav").exists()
+    # A3: never one's own request; A4: a tampered id does not verify.
+    code, _, err = cli.run(QUALITY, "approve", public)
+    assert code == 2 and "(A3)" in err
+    number, token = public[1:].split("-")
+    forged = f"R{number}-{'b' if token[0] == 'a' else 'a'}{token[1:]}"
+    code, _, err = cli.run(DIRECTOR, "approve", forged)
+    assert code == 2 and "(A4)" in err
+    # A9: two different people.
+    code, first, err = cli.run(DIRECTOR, "approve", public)
+    assert code == 0 and first["state"] == "pending", err
+    code, _, err = cli.run(DIRECTOR, "approve", public)
+    assert code == 2 and "(A9)" in err
+    code, second, err = cli.run(CLERK, "approve", public, "--reason", "checked with IT")
+    assert code == 0 and second["state"] == "approved", err
+
+    # Listening: the very file, to the requester only.
+    out = shared_dir / "quality"
+    out.mkdir()
+    os.chown(out, QUALITY, QUALITY)
+    code, _, err = cli.run(CLERK, "listen", public, "--out", str(shared_dir / "clerk.wav"))
+    assert code == 2 and "(A10)" in err
+    code, _, err = cli.run(QUALITY, "listen", public, "--out", str(out / "heard.wav"))
+    assert code == 0, err
+    assert (out / "heard.wav").read_bytes() == recorded
+
+    # Export (X1, X2): sealed to the recipient's age key; the stock `age` decrypts it.
+    key = shared_dir / "recipient.key"
+    subprocess.run([age_keygen, "-o", str(key)], check=True, capture_output=True)
+    recipient = next(
+        line.split(": ", 1)[1]
+        for line in key.read_text().splitlines()
+        if line.startswith("# public key: ")
+    )
+    export_dir = out / "export"
+    code, _, err = cli.run(QUALITY, "export", public, "--to", str(export_dir), "--recipient", "x")
+    assert code == 2 and "(X2)" in err and not export_dir.exists()
+    code, written, err = cli.run(
+        QUALITY, "export", public, "--to", str(export_dir), "--recipient", recipient
+    )
+    assert code == 0, err
+    names = sorted(Path(p).name for p in written["files"])
+    assert names == ["001.wav.age", "SHA256SUMS", "manifest.json.age"]
+    sums = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=export_dir, capture_output=True, text=True
+    )
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+    plain = subprocess.run(
+        [age, "-d", "-i", str(key), str(export_dir / "001.wav.age")],
+        check=True,
+        capture_output=True,
+    ).stdout
+    assert plain == recorded
+    assert np.array_equal(samples(plain), samples(recorded))
+    assert samples(plain)[:, 0].any()  # the caller's audio is in it, not silence
+    manifest = json.loads(
+        subprocess.run(
+            [age, "-d", "-i", str(key), str(export_dir / "manifest.json.age")],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
+    assert manifest["request"] == public
+    assert manifest["approved_by"] == ["it_director", "clerk"]
+    assert manifest["files"][0]["sha256"] == row["sha256"]
+
+    # A5: every step in the trail, refused or done, with who (by uid), and no number.
+    trail = recorder.catalog("audit", "list")
+    steps = [
+        (e["action"], e["outcome"], e["actor"])
+        for e in trail
+        if e["action"].startswith(("access.", "recording.listen", "recording.export"))
+        and e["action"] != "access.requests_listed"
+    ]
+    assert steps == [
+        ("access.whoami", "refused", f"uid={STRANGER}"),
+        ("access.request", "refused", f"quality (uid={QUALITY})"),
+        ("access.request", "refused", f"quality (uid={QUALITY})"),
+        ("access.request", "refused", f"quality (uid={QUALITY})"),
+        ("access.request", "ok", f"quality (uid={QUALITY})"),
+        ("recording.listen", "refused", f"quality (uid={QUALITY})"),
+        ("access.approve", "refused", f"quality (uid={QUALITY})"),
+        ("access.approve", "refused", f"it_director (uid={DIRECTOR})"),
+        ("access.approve", "ok", f"it_director (uid={DIRECTOR})"),
+        ("access.approve", "refused", f"it_director (uid={DIRECTOR})"),
+        ("access.approve", "ok", f"clerk (uid={CLERK})"),
+        ("recording.listen", "refused", f"clerk (uid={CLERK})"),
+        ("recording.listen", "ok", f"quality (uid={QUALITY})"),
+        ("recording.export", "refused", f"quality (uid={QUALITY})"),
+        ("recording.export", "ok", f"quality (uid={QUALITY})"),
+    ]
+    assert "555" not in json.dumps(trail)
+    verify = cli.admin("audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    # An edited audit line is caught.
+    assert recorder.stop() == 0
+    database = Path(str(recorder.policy_path.parent / "recorder.db"))
+    with sqlite3.connect(database) as db:
+        db.execute(
+            "UPDATE audit_entries SET reason = 'nothing to see' WHERE action = 'recording.export'"
+            " AND outcome = 'ok'"
+        )
+    verify = cli.admin("audit", "verify")
+    assert verify.returncode == 1, verify.stdout + verify.stderr

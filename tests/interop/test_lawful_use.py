@@ -129,9 +129,20 @@ class Cli:
         parsed = json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else None
         return done.returncode, parsed, done.stderr
 
+    @property
+    def policy(self) -> Path:
+        return self.recorder.policy_path
+
     def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "recorder.cli", *args, "--config", str(self.recorder.policy_path)],
+            [
+                sys.executable,
+                "-m",
+                "recorder.cli",
+                *args,
+                "--config",
+                str(self.recorder.policy_path),
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -305,3 +316,185 @@ def test_request_two_approvals_listen_export_and_the_trail(
         )
     verify = cli.admin("audit", "verify")
     assert verify.returncode == 1, verify.stdout + verify.stderr
+
+
+TRAINER, DPO = 60111, 60112
+
+TRAINING_POLICY = f"""
+[policy]
+name = "TEST"
+number_region = "CA"                    # R2: national numbers are read as Canadian
+
+[recording]
+directions = ["inbound"]
+extensions = "all"
+mode = "automatic"
+
+[notice]
+play = false
+
+[naming]
+template = "{{date}}_{{time}}_agent-{{agent}}"
+agent_sources = ["header:X-Agent-Code"]
+
+[retention]
+recordings = "8 days"                   # D1
+training_copies = "1 year"              # P5
+summary_sheets = "1 year"               # P6
+
+[purposes.training]
+description = "Staff training"
+rule = "P1"
+deidentify = true                       # P5
+mute_seconds = [[0, 1]]                 # the caller says who they are first
+
+[roles.trainer]
+description = "Training officer"
+purposes = ["training"]
+scope = "all"
+window = "retention"
+
+[roles.dpo]
+description = "Data-protection officer"
+purposes = []
+scope = "none"
+window = "retention"
+approves = ["training"]
+subject_access = true                   # R2
+
+[people.trainer]
+name = "Lucie Martin"
+role = "trainer"
+uid = {TRAINER}
+
+[people.dpo]
+name = "Henri Caron"
+role = "dpo"
+uid = {DPO}
+"""
+
+
+def test_training_copy_summary_and_subject_access(
+    interop_dir: Path,
+    prompt_pcap: Path,
+    start_recorder: RecorderFactory,
+    shared_dir: Path,
+) -> None:
+    age, age_keygen = shutil.which("age"), shutil.which("age-keygen")
+    if age is None or age_keygen is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("age missing (scripts/install-test-deps.sh installs it)")
+        pytest.skip("age missing")
+    socket = shared_dir / "access.sock"
+    with peers.start_sipp_uas("uas_echo_agent", log_dir=interop_dir, calls=1) as pbx:
+        recorder = start_recorder(
+            pbx_port=pbx.port, media_ports=32, policy_extra=TRAINING_POLICY, access_socket=socket
+        )
+        uac = peers.run_sipp_uac(
+            "uac_pcap_from",
+            recorder.external_target,
+            log_dir=interop_dir,
+            pcap=prompt_pcap,
+            keys={"caller": "+15145550100"},
+            timeout=20,
+        )
+        pbx.wait(5)
+    uac.assert_ok()
+    recorder.wait_event("recording.finalized", timeout=15)
+    [row] = recorder.catalog("recordings", "list")
+    recording = int(row["id"])
+    recorded = samples(Path(row["path"]).read_bytes())
+    cli = Cli(recorder, socket, shared_dir)
+
+    code, request, err = cli.run(
+        TRAINER, "request", str(recording), "--purpose", "training", "--reason", "onboarding set"
+    )
+    assert code == 0, err
+    code, _, err = cli.run(DPO, "approve", request["public_id"])
+    assert code == 0, err
+
+    # P5: the caller's first second silenced (the policy), and 2-3 s as asked; the agent kept.
+    code, copy, err = cli.run(
+        TRAINER,
+        "training-copy",
+        request["public_id"],
+        "--recording",
+        str(recording),
+        "--mute",
+        "0:02-0:03",
+    )
+    assert code == 0, err
+    assert copy["name"].startswith("training_") and copy["month"] == copy["name"][9:16]
+    assert not {"call", "recording", "agent", "extension"} & set(copy)
+    path = Path(copy["path"])
+    assert "4711" not in path.name and oct(path.stat().st_mode & 0o777) == "0o640"
+    trained = samples(path.read_bytes())
+    assert trained.shape == recorded.shape
+    assert not trained[:8000, 0].any() and not trained[16000:24000, 0].any()
+    assert np.array_equal(trained[8000:16000, 0], recorded[8000:16000, 0])
+    assert np.array_equal(trained[:, 1], recorded[:, 1])
+    assert recorded[:8000, 0].any()  # there was audio to remove
+
+    # P6: a summary sheet, kept by its own class.
+    code, sheet, err = cli.run(
+        TRAINER,
+        "summary",
+        request["public_id"],
+        "--recording",
+        str(recording),
+        "--text",
+        "Caller asked about a refund; the agent explained the steps.",
+    )
+    assert code == 0 and sheet["recording_id"] == recording, err
+
+    # R2: the number as the person gives it finds their call; only the DPO answers.
+    reason = "access request of the person, identity checked"
+    code, _, err = cli.run(
+        TRAINER, "subject-access", "--number", "(514) 555-0100", "--reason", reason
+    )
+    assert code == 2 and "(R2)" in err
+    key = shared_dir / "subject.key"
+    subprocess.run([age_keygen, "-o", str(key)], check=True, capture_output=True)
+    recipient = next(
+        line.split(": ", 1)[1]
+        for line in key.read_text().splitlines()
+        if line.startswith("# public key: ")
+    )
+    out = shared_dir / "dpo"
+    out.mkdir()
+    os.chown(out, DPO, DPO)
+    code, found, err = cli.run(
+        DPO,
+        "subject-access",
+        "--number",
+        "(514) 555-0100",
+        "--reason",
+        reason,
+        "--export",
+        str(out / "subject"),
+        "--recipient",
+        recipient,
+    )
+    assert code == 0, err
+    assert [c["id"] for c in found["calls"]] == [row["call_id"]]
+    assert [r["id"] for r in found["recordings"]] == [recording]
+    plain = subprocess.run(
+        [age, "-d", "-i", str(key), str(out / "subject" / "001.wav.age")],
+        check=True,
+        capture_output=True,
+    ).stdout
+    assert np.array_equal(samples(plain), recorded)
+    code, other, err = cli.run(
+        DPO, "subject-access", "--number", "+1 514 555 0199", "--reason", reason
+    )
+    assert code == 0 and other["calls"] == [] and other["recordings"] == [], err
+
+    trail = recorder.catalog("audit", "list")
+    actions = [
+        (e["action"], e["outcome"]) for e in trail if e["action"] != "access.requests_listed"
+    ]
+    assert ("training_copy.make", "ok") in actions and ("summary.add", "ok") in actions
+    assert actions.count(("subject_access", "ok")) == 2
+    assert ("subject_access", "refused") in actions
+    assert "5550100" not in json.dumps(trail) and "555 0100" not in json.dumps(trail)
+    assert cli.admin("audit", "verify").returncode == 0

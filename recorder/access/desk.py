@@ -518,9 +518,12 @@ class AccessDesk:
             except ValueError as exc:
                 raise AccessRefused("P5", str(exc)) from None
             month = now.astimezone(policy.timezone)
-            existing = len(self.register.training_copies())
-            name = month_name(month, existing + 1)
             directory = self.storage_dir / "training" / f"{month:%Y-%m}"
+            index = len(self.register.training_copies()) + 1
+            # A file without its row (a crash between the two) keeps its name: never replaced.
+            while (directory / month_name(month, index)).exists():
+                index += 1
+            name = month_name(month, index)
             path = _write_private(directory, name, data)
             digest = hashlib.sha256(data).hexdigest()
             copy = self.register.add_training_copy(
@@ -715,13 +718,13 @@ def _export_header(
 def _write_private(directory: Path, name: str, data: bytes) -> Path:
     directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     target = directory / name
-    temporary = directory / f".{name}.part"
+    # Not *.wav.part: the start-up repair would take it for a recording cut by a crash.
+    temporary = directory / f".{name}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, target)
     dir_fd = os.open(directory, os.O_RDONLY)
     try:

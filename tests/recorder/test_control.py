@@ -23,6 +23,7 @@ from recorder.ops.control import (
     ControlError,
     ControlServer,
     ServiceUnreachable,
+    control_exchange,
     control_request,
     service_socket_path,
 )
@@ -530,3 +531,48 @@ def test_ctl_default_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setattr("recorder.ops.control.SYSTEMD_SOCKET", present)
     assert ctl("calls") == 0
     assert asked == [Path("var/control.sock"), present]
+
+
+# --- a command table with bytes after the answer (the access socket's framing) ---------------
+
+
+async def test_a_command_table_answers_with_bytes_after_the_line(
+    tmp_path: Path, logs: list[MutableMapping[str, Any]]
+) -> None:
+    seen: list[tuple[dict[str, Any], Actor]] = []
+    blob = bytes(range(256)) * 3000  # over one recv, with newlines and NULs inside
+
+    async def fetch(request: Any, actor: Actor) -> Any:
+        seen.append((dict(request), actor))
+        if request.get("what") == "refuse":
+            raise ControlError("not for you")
+        if request.get("what") == "crash":
+            raise RuntimeError("boom")
+        return {"ok": True, "kind": "blob"}, blob
+
+    srv = ControlServer(tmp_path / "access.sock", None, commands={"fetch": fetch}, mode=0o666)
+    await srv.start()
+    try:
+        assert stat.S_IMODE(os.stat(srv.path).st_mode) == 0o666
+        loop = asyncio.get_running_loop()
+        response, payload = await loop.run_in_executor(
+            None, lambda: control_exchange(srv.path, {"cmd": "fetch", "what": "x"})
+        )
+        assert response == {"ok": True, "kind": "blob", "payload": len(blob)}
+        assert payload == blob
+        assert seen[0][1].uid == os.getuid()  # the peer, by SO_PEERCRED
+        refused = await loop.run_in_executor(
+            None, lambda: control_request(srv.path, {"cmd": "fetch", "what": "refuse"})
+        )
+        assert refused == {"ok": False, "error": "refused", "message": "not for you"}
+        crashed = await loop.run_in_executor(
+            None, lambda: control_request(srv.path, {"cmd": "fetch", "what": "crash"})
+        )
+        assert crashed["error"] == "internal"
+        # No handler: the fixed commands are not served here, and the answer lists what is.
+        unknown = await loop.run_in_executor(
+            None, lambda: control_request(srv.path, {"cmd": "pause", "call": "c1"})
+        )
+        assert unknown["error"] == "bad_request" and "fetch" in unknown["message"]
+    finally:
+        await srv.close()

@@ -509,6 +509,9 @@ class AccessDesk:
                 raise AccessRefused(
                     "P5", f"{info.purpose} is not a purpose that keeps training copies"
                 )
+            expires = policy.expiry("training_copies", now)
+            if expires is None:
+                raise AccessRefused("P5", "the policy sets no retention.training_copies")
             recording = rows[recording_id][0]
             self._verified(recording)
             assert recording.path is not None  # _verified refuses a destroyed recording
@@ -535,7 +538,7 @@ class AccessDesk:
                 sha256=digest,
                 size=len(data),
                 duration=recording.duration or 0.0,
-                expires_at=policy.expiry("training_copies", now),
+                expires_at=expires,
             )
             # Provenance lives in the trail only: the copy's row cannot lead back to the call.
             self._trace(
@@ -570,13 +573,16 @@ class AccessDesk:
                 raise AccessRefused("P6", f"a summary sheet is at most {MAX_SUMMARY} characters")
             if audit.contains_phone_number(body):
                 raise AccessRefused("D2", "a summary sheet must not hold a phone number")
+            expires = policy.expiry("summary_sheets", now)
+            if expires is None:
+                raise AccessRefused("P6", "the policy sets no retention.summary_sheets")
             sheet = self.register.add_summary(
                 at=now,
                 author=person.id,
                 recording_id=recording_id,
                 request_id=info.id,
                 text=body,
-                expires_at=policy.expiry("summary_sheets", now),
+                expires_at=expires,
             )
             self._trace(
                 now,

@@ -557,3 +557,31 @@ def test_A5_the_trail_verifies_after_a_whole_flow(world: World) -> None:
     actions = [entry.action for entry in world.trail().entries()]
     assert actions == ["access.request", "access.approve", "recording.listen"]
     assert world.trail().verify().ok
+
+
+def test_P5_P6_no_copy_the_policy_gives_no_retention_for(world: World) -> None:
+    training = approved(world, DIRECTOR, CLERK, purpose="training")
+    quality = approved(world)
+    world.policy = parse_policy(
+        POLICY.replace('training_copies = "1 year"', "").replace('summary_sheets = "1 year"', ""),
+        Path("t.toml"),
+    )
+    with refused("P5"):
+        world.desk.training_copy(
+            world.policy,
+            DIRECTOR,
+            SAME_DAY,
+            request_id=training.public_id,
+            recording_id=world.recording,
+        )
+    with refused("P6"):
+        world.desk.summary(
+            world.policy,
+            AGENT,
+            SAME_DAY,
+            request_id=quality.public_id,
+            recording_id=world.recording,
+            text="a summary",
+        )
+    assert world.desk.register.training_copies() == []
+    assert not (world.dir / "training").exists()

@@ -51,6 +51,7 @@ SOCKET_MODE: Final = 0o660
 MAX_LINE: Final = 4096
 MAX_CLIENTS: Final = 32
 IDLE_TIMEOUT: Final = 60.0
+CLOSE_GRACE: Final = 1.0  # seconds a command in progress may take to finish at close
 MAX_CALL_ID: Final = 256
 ACTIONS: Final = ("pause", "resume", "start", "stop")
 
@@ -220,7 +221,7 @@ class ControlServer:
         self.idle_timeout = idle_timeout
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self) -> None:
         """Bind, set the mode, listen. OSError when the path is taken by a live server."""
@@ -256,10 +257,16 @@ class ControlServer:
         if server is None:
             return
         server.close()
-        for task in list(self._clients):
-            task.cancel()
+        # Closing a client's transport ends its conversation (the reader sees EOF); only one
+        # stuck in the handler is cancelled. Cancelling a task still in readline() makes
+        # asyncio's stream callback (3.11) log the CancelledError as an error.
+        for writer in list(self._clients.values()):
+            writer.close()
         if self._clients:
-            await asyncio.gather(*self._clients, return_exceptions=True)
+            _done, stuck = await asyncio.wait(list(self._clients), timeout=CLOSE_GRACE)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         await server.wait_closed()
         # Only our own socket: a newer instance may already have replaced it.
         with contextlib.suppress(OSError):
@@ -275,12 +282,12 @@ class ControlServer:
                 writer.write(_encode(_error("refused", "too many control clients")))
                 await writer.drain()
                 return
-            self._clients.add(task)
+            self._clients[task] = writer
             await self._converse(reader, writer, actor)
         except (ConnectionError, TimeoutError):
             pass
         finally:
-            self._clients.discard(task)
+            self._clients.pop(task, None)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()

@@ -139,7 +139,7 @@ def run(recordings: int, seconds: float, repeat: int, directory: Path) -> dict[s
             expires_at=policy.expiry("recordings", now),
         )
         ids.append(rid)
-    desk = AccessDesk(catalog, default_anchor_path(store), store)
+    desk = AccessDesk(catalog, default_anchor_path(store), store, database)
     me, director = Caller(uid, None), Caller(1, None)
     request = desk.request(
         policy, me, now, purpose="complaints", reason="bench", selector={"recordings": ids}

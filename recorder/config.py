@@ -107,6 +107,7 @@ _POLICY_TABLES = {
     "purposes",
     "roles",
     "people",
+    "reports",
 }
 
 

@@ -16,6 +16,8 @@ blocking, so each command runs on one thread of its own, in order.
     {"cmd": "summary", "request": ID, "recording": N, "text": T}
     {"cmd": "subject-access", "number": N, "from": D, "to": D, "reason": R,
                               "recipient": "age1..." | null}  -> sealed files follow
+    {"cmd": "report", "kind": "annual" | "quality" | "inventory" | "people", "year": Y,
+                      "from": D, "to": D, "per_agent": bool, "role": R}
 
 A refusal is `{"ok": false, "error": "refused", "rule": "A9", "message": "..."}`.
 """
@@ -114,6 +116,7 @@ class AccessCommands:
             "training-copy": self._training_copy,
             "summary": self._summary,
             "subject-access": self._subject_access,
+            "report": self._report,
         }
 
     def table(self) -> dict[str, Command]:
@@ -242,6 +245,10 @@ class AccessCommands:
         )
         return {"ok": True, "summary": sheet}
 
+    def _report(self, policy: Policy, caller: Caller, now: datetime, r: Mapping[str, Any]) -> Reply:
+        view = self.desk.report(policy, caller, now, kind=_text(r, "kind") or "", params=r)
+        return {"ok": True, "report": view}
+
     def _subject_access(
         self, policy: Policy, caller: Caller, now: datetime, r: Mapping[str, Any]
     ) -> Reply:
@@ -282,7 +289,7 @@ class AccessServer:
     ) -> AccessServer:
         loop = asyncio.get_running_loop()
         catalog = await loop.run_in_executor(None, lambda: Catalog.open(database, create=False))
-        desk = AccessDesk(catalog, default_anchor_path(storage_dir), storage_dir)
+        desk = AccessDesk(catalog, default_anchor_path(storage_dir), storage_dir, database)
         server = cls(path, catalog, desk, AccessCommands(desk, policy))
         try:
             await server.server.start()

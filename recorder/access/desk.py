@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from recorder.access.deidentify import deidentified_wav, month_name
+from recorder.access.reports import build_view
 from recorder.access.rules import RecordingFacts
 from recorder.access.sealing import RecipientError, SealedBundle, parse_recipient, seal_bundle
 from recorder.access.workflow import (
+    REPORT_RULES,
     AccessRefused,
     Caller,
     RequestView,
@@ -32,6 +34,7 @@ from recorder.access.workflow import (
     check_use,
     identify,
     may_answer_subject_access,
+    may_read_report,
     plan_request,
     verdict_outcome,
 )
@@ -96,8 +99,15 @@ class ReadCopy:
 class AccessDesk:
     """Requests, verdicts, listening, exports, training copies, summaries, subject access."""
 
-    def __init__(self, catalog: Catalog, anchor_path: Path | None, storage_dir: Path) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        anchor_path: Path | None,
+        storage_dir: Path,
+        database: str,
+    ) -> None:
         self.catalog = catalog
+        self.database = database
         self.register = Register(catalog)
         self.trail = audit.AuditTrail(catalog, anchor_path)
         self.storage_dir = storage_dir
@@ -596,6 +606,37 @@ class AccessDesk:
             )
             return sheet.to_json()
 
+    def report(
+        self,
+        policy: Policy,
+        caller: Caller,
+        now: datetime,
+        *,
+        kind: str,
+        params: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """T1, T2, X4, A12: a report the person's role reads, its reading audited (A5)."""
+        with self._step(policy, caller, now, "report.read", f"report:{kind}") as person:
+            may_read_report(policy, person, kind, bool(params.get("per_agent")))
+            kept = _report_params(kind, params)
+            view = build_view(
+                policy,
+                self.catalog,
+                kind,
+                kept,
+                storage_dir=self.storage_dir,
+                database=self.database,
+            )
+            self._trace(
+                now,
+                self._actor(caller, person),
+                "report.read",
+                f"report:{kind}",
+                "ok",
+                detail={"params": kept, "rows": len(view["rows"])},
+            )
+            return view
+
     def subject_access(
         self,
         policy: Policy,
@@ -662,6 +703,30 @@ class AccessDesk:
                 },
             )
             return answer, bundle
+
+
+def _report_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a report takes, checked: what the trail keeps of the reading."""
+    rule = REPORT_RULES.get(kind, "T1")
+    if kind == "annual":
+        year = params.get("year")
+        if isinstance(year, bool) or not isinstance(year, int) or not 1970 <= year <= 2999:
+            raise AccessRefused(rule, "--year: a year such as 2026")
+        return {"year": year}
+    if kind == "quality":
+        kept: dict[str, Any] = {"per_agent": bool(params.get("per_agent"))}
+        for key in ("from", "to"):
+            try:
+                kept[key] = date.fromisoformat(str(params.get(key))).isoformat()
+            except ValueError:
+                raise AccessRefused(rule, f"--{key}: not a date (YYYY-MM-DD)") from None
+        if kept["to"] < kept["from"]:
+            raise AccessRefused(rule, "--to is before --from")
+        return kept
+    if kind == "people":
+        role = params.get("role")
+        return {"role": role if isinstance(role, str) else None}
+    return {}
 
 
 def _storable(reason: str | None) -> str | None:

@@ -231,3 +231,23 @@ def may_answer_subject_access(policy: Policy, person: Person) -> None:
     role = policy.roles[person.role]
     if not role.subject_access:
         raise AccessRefused("R2", f"role {role.id} does not answer subject-access requests")
+
+
+REPORT_RULES: Mapping[str, str] = {
+    "annual": "T1",
+    "quality": "T2",
+    "inventory": "X4",
+    "people": "A12",
+}
+
+
+def may_read_report(policy: Policy, person: Person, kind: str, per_agent: bool) -> None:
+    """T1, T2, X4, A12: the reports a role reads; per-agent figures only where allowed (A11)."""
+    rule = REPORT_RULES.get(kind)
+    if rule is None:
+        raise AccessRefused("T1", f"no report {kind!r} ({', '.join(REPORT_RULES)})")
+    role = policy.roles[person.role]
+    if kind not in role.reports:
+        raise AccessRefused(rule, f"role {role.id} does not read the {kind} report")
+    if per_agent and not role.per_agent:
+        raise AccessRefused("A11", f"role {role.id} sees team figures only, not per agent")

@@ -502,8 +502,15 @@ class CallController:
             state.recording = None
             state.paused = False
             if discard:
-                # C5: the caller refused to the agent; what was written is destroyed.
+                # C5: the caller refused to the agent; what was written is destroyed, and
+                # the call log says so (T1 counts refusals by agent with the others).
                 state.recording_refused = True
+                self.consents[("refused", "agent")] += 1
+                self.counters["refused"] += 1
+                if self.call_log is not None:
+                    self.call_log.consent(
+                        call.id, outcome="refused", method="agent", at=self.wall_clock(), digit=None
+                    )
                 log.info("consent.refused", call_id=call.id, method="agent")
             return "recording destroyed" if discard else "stopped"
         raise ControlError(f"unknown action {action!r}")

@@ -36,7 +36,7 @@ def _socket(args: argparse.Namespace) -> Path:
     return SYSTEMD_ACCESS_SOCKET if SYSTEMD_ACCESS_SOCKET.exists() else LOCAL_ACCESS_SOCKET
 
 
-def _ask(args: argparse.Namespace, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+def ask_service(args: argparse.Namespace, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     try:
         response, payload = control_exchange(_socket(args), request, timeout=TIMEOUT)
     except ServiceUnreachable as exc:
@@ -50,7 +50,7 @@ def _ask(args: argparse.Namespace, request: dict[str, Any]) -> tuple[dict[str, A
     return response, payload
 
 
-def _run(
+def run_command(
     command: Callable[[argparse.Namespace, TextIO], int],
 ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
@@ -79,7 +79,7 @@ def _print_request(out: TextIO, info: dict[str, Any]) -> None:
 
 
 def _whoami(args: argparse.Namespace, out: TextIO) -> int:
-    response, _ = _ask(args, {"cmd": "whoami"})
+    response, _ = ask_service(args, {"cmd": "whoami"})
     if args.json:
         dump_json(out, response)
         return 0
@@ -103,7 +103,7 @@ def _request(args: argparse.Namespace, out: TextIO) -> int:
         request["calls"] = args.calls
     else:
         request |= {"number": args.number, "from": args.since, "to": args.until}
-    response, _ = _ask(args, request)
+    response, _ = ask_service(args, request)
     info = response["request"]
     if args.json:
         dump_json(out, info)
@@ -117,7 +117,7 @@ def _verdict(args: argparse.Namespace, out: TextIO) -> int:
     request: dict[str, Any] = {"cmd": args.verdict, "request": args.request}
     if args.reason is not None:
         request["reason"] = args.reason
-    response, _ = _ask(args, request)
+    response, _ = ask_service(args, request)
     info = response["request"]
     if args.json:
         dump_json(out, info)
@@ -127,7 +127,7 @@ def _verdict(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _requests(args: argparse.Namespace, out: TextIO) -> int:
-    response, _ = _ask(args, {"cmd": "requests", "state": args.state})
+    response, _ = ask_service(args, {"cmd": "requests", "state": args.state})
     if args.json:
         dump_json(out, response["requests"])
         return 0
@@ -154,7 +154,7 @@ def _listen(args: argparse.Namespace, out: TextIO) -> int:
     player = _player() if to_terminal else None
     if to_terminal and player is None:
         raise CliExit(2, "stdout is a terminal and no player (aplay, play): use --out FILE or |")
-    response, data = _ask(args, request)
+    response, data = ask_service(args, request)
     if args.out is not None and args.out != "-":
         _write_private(Path(args.out), data)
         print(f"recording {response['recording']} -> {args.out}", file=sys.stderr)
@@ -197,7 +197,7 @@ def _write_export(response: dict[str, Any], payload: bytes, directory: Path) -> 
 
 
 def _export(args: argparse.Namespace, out: TextIO) -> int:
-    response, payload = _ask(
+    response, payload = ask_service(
         args, {"cmd": "export", "request": args.request, "recipient": args.recipient}
     )
     written = _write_export(response, payload, Path(args.to))
@@ -214,7 +214,7 @@ def _training_copy(args: argparse.Namespace, out: TextIO) -> int:
         mute = parse_ranges(args.mute) if args.mute else []
     except ValueError as exc:
         raise CliExit(2, f"--mute: {exc}") from None
-    response, _ = _ask(
+    response, _ = ask_service(
         args,
         {
             "cmd": "training-copy",
@@ -233,7 +233,7 @@ def _training_copy(args: argparse.Namespace, out: TextIO) -> int:
 
 def _summary(args: argparse.Namespace, out: TextIO) -> int:
     text = args.text if args.text is not None else sys.stdin.read()
-    response, _ = _ask(
+    response, _ = ask_service(
         args,
         {"cmd": "summary", "request": args.request, "recording": args.recording, "text": text},
     )
@@ -248,7 +248,7 @@ def _summary(args: argparse.Namespace, out: TextIO) -> int:
 def _subject_access(args: argparse.Namespace, out: TextIO) -> int:
     if (args.export is None) != (args.recipient is None):
         raise CliExit(2, "--export and --recipient go together (exports are encrypted, X2)")
-    response, payload = _ask(
+    response, payload = ask_service(
         args,
         {
             "cmd": "subject-access",
@@ -284,7 +284,7 @@ def _subject_access(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--socket", help="the access socket (default /run/recorder/access.sock, else var/)"
     )
@@ -294,8 +294,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def add_lawful_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the lawful-use commands on the `recorder` command's subparsers."""
     who = subparsers.add_parser("whoami", help="who the service takes you for (A12)")
-    _common(who)
-    who.set_defaults(handler=_run(_whoami))
+    common_options(who)
+    who.set_defaults(handler=run_command(_whoami))
 
     req = subparsers.add_parser("request", help="a motivated request for recordings (A3, A4)")
     req.add_argument("recordings", nargs="*", type=int, metavar="RECORDING")
@@ -305,8 +305,8 @@ def add_lawful_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     req.add_argument("--to", dest="until", metavar="DATE")
     req.add_argument("--purpose", required=True, help="a purpose of the policy (P1-P4)")
     req.add_argument("--reason", required=True, help="the written reason (A3)")
-    _common(req)
-    req.set_defaults(handler=_run(_request))
+    common_options(req)
+    req.set_defaults(handler=run_command(_request))
 
     for verdict, helptext in (
         ("approve", "approve a request (A3; A9: a second, different person)"),
@@ -315,41 +315,41 @@ def add_lawful_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         parser = subparsers.add_parser(verdict, help=helptext)
         parser.add_argument("request", metavar="REQUEST", help="e.g. R12-ab3d9k")
         parser.add_argument("--reason", required=verdict == "deny")
-        _common(parser)
-        parser.set_defaults(handler=_run(_verdict), verdict=verdict)
+        common_options(parser)
+        parser.set_defaults(handler=run_command(_verdict), verdict=verdict)
 
     reqs = subparsers.add_parser("requests", help="the register: your requests, those you answer")
     reqs.add_argument("--state", choices=("pending", "approved", "denied"))
-    _common(reqs)
-    reqs.set_defaults(handler=_run(_requests))
+    common_options(reqs)
+    reqs.set_defaults(handler=run_command(_requests))
 
     listen = subparsers.add_parser("listen", help="hear an approved recording (audited)")
     listen.add_argument("request", metavar="REQUEST")
     listen.add_argument("--recording", type=int, help="which one, when the request has several")
     listen.add_argument("--out", help="write the WAV to this new file (- for stdout)")
-    _common(listen)
-    listen.set_defaults(handler=_run(_listen))
+    common_options(listen)
+    listen.set_defaults(handler=run_command(_listen))
 
     export = subparsers.add_parser("export", help="age-encrypted copies of a request (X1, X2)")
     export.add_argument("request", metavar="REQUEST")
     export.add_argument("--to", required=True, metavar="DIR", help="a new or empty directory")
     export.add_argument("--recipient", required=True, metavar="AGE_PUBLIC_KEY")
-    _common(export)
-    export.set_defaults(handler=_run(_export))
+    common_options(export)
+    export.set_defaults(handler=run_command(_export))
 
     training = subparsers.add_parser("training-copy", help="a de-identified training copy (P5)")
     training.add_argument("request", metavar="REQUEST")
     training.add_argument("--recording", type=int, required=True)
     training.add_argument("--mute", help="more ranges of the caller to silence, e.g. 0:40-0:55")
-    _common(training)
-    training.set_defaults(handler=_run(_training_copy))
+    common_options(training)
+    training.set_defaults(handler=run_command(_training_copy))
 
     summary = subparsers.add_parser("summary", help="attach a summary sheet to a recording (P6)")
     summary.add_argument("request", metavar="REQUEST")
     summary.add_argument("--recording", type=int, required=True)
     summary.add_argument("--text", help="the summary (default: read from stdin)")
-    _common(summary)
-    summary.set_defaults(handler=_run(_summary))
+    common_options(summary)
+    summary.set_defaults(handler=run_command(_summary))
 
     subject = subparsers.add_parser(
         "subject-access", help="everything held about a phone number, and its export (R2)"
@@ -360,5 +360,5 @@ def add_lawful_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     subject.add_argument("--reason", required=True, help="e.g. the request's reference (A3)")
     subject.add_argument("--export", metavar="DIR", help="export the recordings here, encrypted")
     subject.add_argument("--recipient", metavar="AGE_PUBLIC_KEY")
-    _common(subject)
-    subject.set_defaults(handler=_run(_subject_access))
+    common_options(subject)
+    subject.set_defaults(handler=run_command(_subject_access))

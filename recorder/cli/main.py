@@ -13,6 +13,7 @@ from recorder.cli.ctl import add_ctl_commands
 from recorder.cli.lawful import add_lawful_commands
 from recorder.cli.people import add_people_commands
 from recorder.cli.policy import add_policy_commands
+from recorder.cli.reports import add_report_commands
 from recorder.cli.retention import add_retention_commands
 from recorder.config import Config, ConfigError, load_config
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_people_commands(commands)
     add_access_commands(commands)
     add_lawful_commands(commands)
+    add_report_commands(commands)
     return parser
 
 

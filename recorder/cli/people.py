@@ -13,9 +13,9 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from recorder.access.roster import people_rows
 from recorder.cli.common import CliExit, config_path, dump_json
 from recorder.policy import Policy, PolicyError, load_policy
-from recorder.policy.model import Person, Role
 
 # What a scope lets a role hear, in the words of the rules it implements.
 SCOPE_WORDS = {
@@ -27,35 +27,6 @@ SCOPE_WORDS = {
     "none": "no recording",
 }
 WINDOW_WORDS = {"call_day": "the day of the call", "retention": "the whole retention period"}
-
-
-def _row(person: Person, role: Role | None) -> dict[str, Any]:
-    return {
-        "id": person.id,
-        "name": person.name,
-        "role": person.role,
-        "role_description": role.description if role else None,
-        "team": person.team,
-        "department": person.department,
-        "extension": person.extension,
-        "agent_code": person.agent_code,
-        "confidential": person.confidential,
-        "purposes": sorted(role.purposes) if role else [],
-        "scope": role.scope if role else None,
-        "window": role.window if role else None,
-        "exclude_confidential": role.exclude_confidential if role else False,
-        "can_override": role.can_override if role else False,
-    }
-
-
-def people_rows(policy: Policy, role: str | None = None) -> list[dict[str, Any]]:
-    """The list, ordered by role then person id, optionally of one role."""
-    people = sorted(policy.people.values(), key=lambda person: (person.role, person.id))
-    return [
-        _row(person, policy.roles.get(person.role))
-        for person in people
-        if role is None or person.role == role
-    ]
 
 
 def _access_words(row: dict[str, Any]) -> str:

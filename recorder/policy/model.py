@@ -52,8 +52,10 @@ POLICY_TABLES = frozenset(
         "purposes",
         "roles",
         "people",
+        "reports",
     }
 )
+REPORTS = ("annual", "quality", "inventory", "people")  # T1, T2, X4, A12
 
 DTMF_KEYS = frozenset("0123456789*#ABCD")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -290,6 +292,8 @@ class Role:
     approves: frozenset[str] = frozenset()  # A3, A9: the purposes whose requests it approves
     grant_hours: int = 24  # A13: how long an approved request may be used
     subject_access: bool = False  # R2: answers a person's request for their own data
+    reports: frozenset[str] = frozenset()  # T1, T2, X4, A12: the reports it may read
+    per_agent: bool = False  # T2, A11: quality figures per agent, not only per team
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +334,8 @@ class Policy:
     warnings: tuple[str, ...] = ()
     # R2: where numbers dialled without a country code belong, to compare them in E.164.
     number_region: str | None = None
+    # T2, A11: an agent with fewer calls than this in a report's period is left out of it.
+    report_min_calls: int = 5
 
     def expiry(self, retention_class: str, at: datetime) -> datetime | None:
         """When data of `retention_class` created at `at` must be gone; None = no period set."""
@@ -961,6 +967,8 @@ def _read_roles(
         "approves",
         "grant_hours",
         "subject_access",
+        "reports",
+        "per_agent",
     }
     roles: dict[str, Role] = {}
     for role_id, row in reader.mapping(data, "roles").items():
@@ -984,6 +992,13 @@ def _read_roles(
                     f"{dotted}.approves",
                     f"unknown purpose {purpose!r} (defined: "
                     f"{', '.join(sorted(purposes)) or 'none'})",
+                )
+
+        reports = reader.str_list(row, f"{dotted}.reports")
+        for report in reports:
+            if report not in REPORTS:
+                reader.error(
+                    f"{dotted}.reports", f"unknown report {report!r} (one of {', '.join(REPORTS)})"
                 )
 
         def hours_check(value: int) -> str | None:
@@ -1011,6 +1026,8 @@ def _read_roles(
             approves=frozenset(approves),
             grant_hours=reader.typed(row, f"{dotted}.grant_hours", int, 24, hours_check),
             subject_access=reader.typed(row, f"{dotted}.subject_access", bool, False),
+            reports=frozenset(reports),
+            per_agent=reader.typed(row, f"{dotted}.per_agent", bool, False),
         )
     return MappingProxyType(roles)
 
@@ -1139,6 +1156,12 @@ def parse_policy(text: str, path: Path, content_hash: str | None = None) -> Poli
         reader.error("service.timezone", f"unknown time zone {tz_name!r}")  # same text as config
         timezone = ZoneInfo("UTC")
 
+    report_table = reader.table(data, "reports", {"min_agent_calls"})
+
+    def min_check(value: int) -> str | None:
+        return None if 1 <= value <= 1000 else f"must be within 1..1000, got {value}"
+
+    report_min_calls = reader.typed(report_table, "reports.min_agent_calls", int, 5, min_check)
     recording = _read_recording(reader, data)
     extensions = _read_extensions(reader, data, recording)
     windows = _read_windows(reader, data)
@@ -1181,4 +1204,5 @@ def parse_policy(text: str, path: Path, content_hash: str | None = None) -> Poli
         people=people,
         warnings=tuple(reader.warnings),
         number_region=number_region,
+        report_min_calls=report_min_calls,
     )

@@ -88,6 +88,8 @@ scope = "all"
 window = "retention"
 approves = ["quality", "complaints", "training", "maintenance"]
 subject_access = true                     # R2
+reports = ["annual", "quality", "inventory", "people"]
+per_agent = true                          # T2
 
 [roles.clerk]                             # A9: the second approver
 description = "Clerk"
@@ -101,6 +103,7 @@ description = "Statistics"
 purposes = []
 scope = "statistics"
 window = "retention"
+reports = ["annual", "quality"]
 
 [roles.vendor]                            # A13
 description = "Vendor"
@@ -208,10 +211,11 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     policy = parse_policy(POLICY, Path("test.toml"))
-    catalog = Catalog.open(f"sqlite:///{tmp_path / 'recorder.db'}", migrate=True)
+    url = f"sqlite:///{tmp_path / 'recorder.db'}"
+    catalog = Catalog.open(url, migrate=True)
     directory = tmp_path / "recordings"
     directory.mkdir()
-    desk = AccessDesk(catalog, default_anchor_path(directory), directory)
+    desk = AccessDesk(catalog, default_anchor_path(directory), directory, url)
     world = World(policy, catalog, desk, directory, 0, stereo_wav())
     world.recording = world.add_recording(CALL_AT, "+15145550100")
     try:

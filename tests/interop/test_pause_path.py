@@ -165,3 +165,6 @@ def test_agent_refusal_code_destroys_the_recording(
     assert len(rows) == 1 and rows[0]["path"] is None, rows
     storage = recorder.policy_path.parent / "recordings"
     assert not list(storage.rglob("*.wav*"))  # no recording, no .part
+    # T1: the call log counts it with the other refusals, by agent.
+    [call] = recorder.catalog("calls", "list")
+    assert (call["consent_outcome"], call["consent_method"]) == ("refused", "agent")

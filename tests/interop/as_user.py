@@ -11,7 +11,13 @@ from __future__ import annotations
 import os
 import sys
 
+import matplotlib
+
 from recorder.cli.main import main
+
+# Loaded while the interpreter's files are still readable: what the commands import late.
+matplotlib.use("Agg")
+import matplotlib.pyplot
 
 if __name__ == "__main__":
     uid = int(sys.argv[1])

@@ -16,21 +16,25 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 import soundfile
 
-from . import peers
+from . import audio, peers
 from .conftest import RecorderFactory
 from .recorder_proc import RecorderProcess
+from .test_consent_path import DTMF_9, NOTICE
 
 pytestmark = pytest.mark.interop
 
 QUALITY, DIRECTOR, CLERK, STRANGER = 60101, 60102, 60103, 60104
 AS_USER = Path(__file__).with_name("as_user.py")
+MONTREAL = ZoneInfo("America/Montreal")
 
 POLICY = f"""
 [policy]
@@ -498,3 +502,131 @@ def test_training_copy_summary_and_subject_access(
     assert ("subject_access", "refused") in actions
     assert "5550100" not in json.dumps(trail) and "555 0100" not in json.dumps(trail)
     assert cli.admin("audit", "verify").returncode == 0
+
+
+ANALYST = 60121
+
+REPORT_POLICY = f"""
+[policy]
+name = "TEST"
+
+[recording]
+directions = ["inbound"]
+extensions = "all"
+mode = "automatic"
+
+[notice]                                # C1
+play = true
+prompts = {{ en = "{NOTICE}" }}
+default_language = "en"
+
+[consent]                               # C3, C4: refusal by key 9 or by voice
+mode = "opt_out"
+refusal_keys = ["9"]
+listen_seconds = 6.0
+barge_in = true
+
+[consent.voice]
+language = "en"
+phrases = {{ "stop recording" = 1e-30, "do not record" = 1e-20 }}
+
+[retention]
+recordings = "8 days"
+
+[roles.analyst]                         # A11: counts, never a recording
+description = "Statistics"
+purposes = []
+scope = "statistics"
+window = "retention"
+reports = ["annual", "quality"]
+
+[people.analyst]
+name = "Anne Caron"
+role = "analyst"
+uid = {ANALYST}
+"""
+
+
+def test_the_annual_report_counts_real_calls_recorded_and_refused(
+    interop_dir: Path,
+    prompt_pcap: Path,
+    start_recorder: RecorderFactory,
+    shared_dir: Path,
+) -> None:
+    """T1: one call recorded, one refused by key (RFC 4733), one by voice, counted as such."""
+    phrase, raw = interop_dir / "stop.wav", interop_dir / "stop.raw.wav"
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us+m3", "-s", "150", "-w", str(raw), "Stop recording."],
+        check=True,
+    )
+    audio.to_8k_mono(raw, phrase)
+    spoken = audio.pad(phrase, interop_dir / "stop_padded.wav", audio.wav_duration(NOTICE) + 0.8, 2)
+    voice_pcap = audio.wav_to_pcap(spoken, interop_dir / "stop.pcap")
+    socket = shared_dir / "access.sock"
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=3) as pbx:
+        recorder = start_recorder(
+            pbx_port=pbx.port, media_ports=32, policy_extra=REPORT_POLICY, access_socket=socket
+        )
+        recorded = peers.run_sipp_uac(
+            "uac_pcap",
+            recorder.external_target,
+            log_dir=interop_dir,
+            pcap=prompt_pcap,
+            call_length_s=audio.wav_duration(NOTICE) + 8,
+            timeout=40,
+        )
+        by_key = peers.run_sipp_uac(
+            "uac_dtmf",
+            recorder.external_target,
+            log_dir=interop_dir,
+            keys={"dtmf": str(DTMF_9)},
+            variables={"dtmf_delay_ms": "1500"},
+            call_length_s=3.0,
+            timeout=30,
+        )
+        by_voice = peers.run_sipp_uac(
+            "uac_pcap",
+            recorder.external_target,
+            log_dir=interop_dir,
+            pcap=voice_pcap,
+            call_length_s=audio.wav_duration(spoken) + 1,
+            timeout=40,
+        )
+        pbx.wait(10)
+    for uac in (recorded, by_key, by_voice):
+        uac.assert_ok()
+    recorder.wait_event("call.summary", count=3, timeout=20)
+    recorder.wait_event("recording.finalized", timeout=15)
+    methods = sorted(e["method"] for e in recorder.events("consent.refused"))
+    assert methods == ["dtmf-rfc4733", "voice"], methods
+
+    cli = Cli(recorder, socket, shared_dir)
+    year = str(datetime.now(MONTREAL).year)
+    chart = shared_dir / "charts"
+    chart.mkdir()
+    os.chown(chart, ANALYST, ANALYST)
+    code, report, err = cli.run(
+        ANALYST, "report", "annual", "--year", year, "--chart", str(chart / "annual.png")
+    )
+    assert code == 0, err
+    month = datetime.now(MONTREAL).strftime("%Y-%m")
+    [row] = [r for r in report["rows"] if r["month"] == month]
+    assert (row["calls"], row["recorded_calls"], row["refusals"]) == (3, 1, 2)
+    by_method = {
+        r["method"]: r["refusals"] for r in report["refusals_by_method"] if r["month"] == month
+    }
+    assert by_method == {"dtmf-rfc4733": 1, "voice": 1}
+    png = (chart / "annual.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # A11: the statistics role reads counts, never a recording, never per-agent figures.
+    [rec] = recorder.catalog("recordings", "list")
+    code, _, err = cli.run(
+        ANALYST, "request", str(rec["id"]), "--purpose", "quality", "--reason", "curious"
+    )
+    assert code == 2 and ("(A11)" in err or "(P1)" in err), err
+    code, _, err = cli.run(
+        ANALYST, "report", "quality", "--from", month + "-01", "--to", month + "-28", "--per-agent"
+    )
+    assert code == 2 and "(A11)" in err
+    reads = [e for e in recorder.catalog("audit", "list") if e["action"] == "report.read"]
+    assert [e["outcome"] for e in reads] == ["ok", "refused"]

@@ -63,7 +63,7 @@ def annual_view(policy: Policy, catalog: Catalog, year: int) -> View:
     by_method = ", ".join(f"{m} {n}" for m, n in sorted(totals.refusals_by_method.items()))
     return {
         "kind": "annual",
-        "title": f"{policy.title or policy.name}: {year}, month by month (T1, A5)",
+        "title": f"{policy.name}: {year}, month by month (T1, A5)",
         "columns": list(report.columns()),
         "rows": rows,
         "refusals_by_method": report.method_rows(),
@@ -124,7 +124,7 @@ def quality_view(
         )
     return {
         "kind": "quality",
-        "title": f"{policy.title or policy.name}: quality {since} to {until} (T2)",
+        "title": f"{policy.name}: quality {since} to {until} (T2)",
         "columns": list(report.columns(level)),
         "rows": rows,
         "suppressed": report.suppressed,
@@ -145,7 +145,7 @@ def inventory_view(policy: Policy, catalog: Catalog, storage_dir: Path, database
     rows = report.rows()
     return {
         "kind": "inventory",
-        "title": f"{policy.title or policy.name}: personal data kept (X4)",
+        "title": f"{policy.name}: personal data kept (X4)",
         "columns": list(report.columns()),
         "rows": rows,
         "footnote": "Each file of personal data, where it is, how much, since when, how long.",
@@ -166,7 +166,7 @@ def people_view(policy: Policy, role: str | None) -> View:
         counts[row["role"]] = counts.get(row["role"], 0) + 1
     return {
         "kind": "people",
-        "title": f"{policy.title or policy.name}: the nominative list (A10, A12)",
+        "title": f"{policy.name}: the nominative list (A10, A12)",
         "columns": columns,
         "rows": rows,
         "footnote": f"{len(rows)} people; policy {policy.content_hash[:12]}.",

@@ -72,6 +72,16 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """The web console (issue 17): off unless `listen` is set; HTTPS when a cert is given."""
+
+    listen: tuple[str, int] | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    idle_minutes: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class SipTimers:
     t1: float = 0.5
     t2: float = 4.0
@@ -88,10 +98,11 @@ class Config:
     storage: StorageConfig
     timers: SipTimers = field(default_factory=SipTimers)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
-_KNOWN_TOP = {"service", "sip", "media", "storage", "metrics"}
+_KNOWN_TOP = {"service", "sip", "media", "storage", "metrics", "console"}
 # Tables owned by the policy engine (rules, notice, retention, people): read elsewhere.
 _POLICY_TABLES = {
     "policy",
@@ -108,6 +119,7 @@ _POLICY_TABLES = {
     "roles",
     "people",
     "reports",
+    "passwords",
 }
 
 
@@ -237,6 +249,17 @@ def load_config(path: str | Path) -> Config:
     return config_from_mapping(data, path, text)
 
 
+def _listen(reader: _Reader, table: Mapping[str, Any], dotted: str) -> tuple[str, int] | None:
+    if dotted.rsplit(".", 1)[1] not in table:
+        return None
+    raw = reader.string(table, dotted, "")
+    host, _, port = raw.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        reader.error(dotted, f"must be HOST:PORT, got {raw!r}")
+        return None
+    return host.strip("[]"), int(port)
+
+
 def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> Config:
     reader = _Reader(path, text)
     for key in data:
@@ -301,19 +324,24 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
     )
 
     metrics = reader.table(data, "metrics", {"listen"})
-    metrics_listen: tuple[str, int] | None = None
-    if "listen" in metrics:
-        raw_listen = reader.string(metrics, "metrics.listen", "")
-        host, _, port = raw_listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            reader.error("metrics.listen", f"must be HOST:PORT, got {raw_listen!r}")
-        else:
-            metrics_listen = (host.strip("[]"), int(port))
+    metrics_listen = _listen(reader, metrics, "metrics.listen")
+    console_table = reader.table(data, "console", {"listen", "cert", "key", "idle_minutes"})
+    cert = reader.string(console_table, "console.cert", "") or None
+    key_file = reader.string(console_table, "console.key", "") or None
+    if (cert is None) != (key_file is None):
+        reader.error("console.cert" if cert is None else "console.key", "cert and key go together")
+    console_config = ConsoleConfig(
+        listen=_listen(reader, console_table, "console.listen"),
+        cert=Path(cert) if cert else None,
+        key=Path(key_file) if key_file else None,
+        idle_minutes=reader.number(console_table, "console.idle_minutes", 15.0, 1.0),
+    )
 
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(
         metrics=MetricsConfig(metrics_listen),
+        console=console_config,
         path=path,
         service=service_config,
         external=external,

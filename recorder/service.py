@@ -16,6 +16,7 @@ from recorder.call.call_log import CallLog
 from recorder.call.controller import CallController, ControllableMedia
 from recorder.call.recording_glue import Recorder
 from recorder.config import Config, ConfigError, SipSide, load_config
+from recorder.console.server import ConsoleServer
 from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
 from recorder.ops.control import ControlServer, service_socket_path
@@ -115,6 +116,7 @@ class Service:
         self.purge_deleted: dict[str, int] = {}
         self.control: ControlServer | None = None
         self.access: AccessServer | None = None
+        self.console: ConsoleServer | None = None
         self._purge_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -199,6 +201,7 @@ class Service:
             config.storage.dir,
             lambda: self.policy,
         )
+        self.console = await ConsoleServer.start(config.console, self.access, lambda: self.policy)
         # Retention runs in the service (D1-D5): once now, which also finishes a purge that
         # was killed half-way, then every hour.
         self._purge_task = asyncio.ensure_future(self._purge_every(PURGE_INTERVAL))
@@ -382,6 +385,8 @@ class Service:
             await asyncio.gather(self._purge_task, return_exceptions=True)
         if self.control is not None:
             await self.control.close()
+        if self.console is not None:
+            await self.console.close()
         if self.access is not None:
             await self.access.close()
         for endpoint in self.endpoints.values():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real peers the interop tests drive (sipp, baresip, sox, espeak-ng),
-# and age/age-keygen, which the sealed-export tests decrypt with (tests/access).
+# Installs the real peers the interop tests drive (sipp, baresip, sox, espeak-ng), Debian's
+# age (the sealed-export tests decrypt with it) and Chromium with its driver (console tests).
 #
 # Idempotent: installs only what is missing. As root: waits for any running
 # apt/dpkg (another installer may be busy with these very packages), re-checks,
@@ -19,8 +19,10 @@ declare -A PACKAGE_OF=(
   [flite]=flite
   [age]=age
   [age-keygen]=age
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
-TOOLS=(sipp baresip sox espeak-ng systemd-analyze flite age age-keygen)
+TOOLS=(sipp baresip sox espeak-ng systemd-analyze flite age age-keygen chromium chromedriver)
 LOCK_WAIT_S=${LOCK_WAIT_S:-900}
 
 missing_packages() {

@@ -9,6 +9,9 @@ leaves a row that says what it was doing (storage/retention.py).
 Lawful use (issue 15) adds: the register of access requests (A4) with the recordings each
 names and the verdicts given on it (A9), the summary sheets derived from recordings (P6), and
 the training copies (P5), which by design hold nothing that leads back to a caller.
+
+The web console (issue 17) adds its accounts: one per person of the policy's nominative list
+(A12), with a password hash (X3) and the counters of the login throttle.
 """
 
 from __future__ import annotations
@@ -411,3 +414,31 @@ class TrainingCopy(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None] = mapped_column(index=True)
     destroyed_at: Mapped[datetime | None]
+
+
+# --- the web console (issue 17): nominative accounts (A12) with strong passwords (X3).
+
+
+class ConsoleAccount(Base):
+    """A12, X3: one web-console account, tied to one person of the policy's `[people.*]`.
+
+    `person` is the policy's person id and is unique: one account per person, never a shared
+    one. `password_hash` is a self-describing hash string (argon2's PHC format), never the
+    password; the hashing is the caller's (recorder.console.passwords). Rows are never
+    deleted: an account that must go is disabled (`disabled_at`), so that the audit entries
+    about it still name something. `failed_logins` and `locked_until` are the throttle's
+    state; a successful login clears both.
+    """
+
+    __tablename__ = "console_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+    password_changed_at: Mapped[datetime]
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]

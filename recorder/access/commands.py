@@ -276,6 +276,7 @@ class AccessServer:
     def __init__(self, path: Path, catalog: Catalog, desk: AccessDesk, commands: AccessCommands):
         self.path = path
         self.catalog = catalog
+        self.desk = desk
         self.commands = commands
         self.server = ControlServer(path, None, commands=commands.table(), mode=ACCESS_SOCKET_MODE)
 

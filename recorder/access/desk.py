@@ -23,7 +23,7 @@ from typing import Any
 
 from recorder.access.deidentify import deidentified_wav, month_name
 from recorder.access.reports import build_view
-from recorder.access.rules import RecordingFacts
+from recorder.access.rules import RecordingFacts, check_access
 from recorder.access.sealing import RecipientError, SealedBundle, parse_recipient, seal_bundle
 from recorder.access.workflow import (
     REPORT_RULES,
@@ -79,7 +79,7 @@ def _view(info: RequestInfo) -> RequestView:
 
 
 def _day(text: object, option: str, zone: Any, *, end: bool) -> datetime | None:
-    if text is None:
+    if text is None or text == "":
         return None
     try:
         day = date.fromisoformat(str(text))
@@ -196,6 +196,20 @@ class AccessDesk:
             )
 
         return write
+
+    def trace_login(
+        self, policy: Policy, person: str, now: datetime, outcome: str, why: str | None = None
+    ) -> None:
+        """A10: a console login, whoever it claims to be (an id not on the list is not kept)."""
+        known = person if person in policy.people else "(unknown)"
+        self._trace(
+            now,
+            f"{known} (console)",
+            "console.login",
+            f"person:{known}",
+            outcome,
+            detail={} if why is None else {"why": why},
+        )
 
     # --- reading the catalog ---
 
@@ -439,9 +453,13 @@ class AccessDesk:
         *,
         request_id: str,
         recording_id: int | None,
+        action: str = "recording.listen",
     ) -> ReadCopy:
-        """Listening: one approved recording's bytes to its requester, within the grant."""
-        with self._step(policy, caller, now, "recording.listen", f"request:{request_id}") as person:
+        """Listening: one approved recording's bytes to its requester, within the grant.
+
+        `action` names the use in the trail: a listen, or the console drawing its waveform.
+        """
+        with self._step(policy, caller, now, action, f"request:{request_id}") as person:
             info = self._request(request_id)
             if recording_id is None:
                 if len(info.recording_ids) != 1:
@@ -454,7 +472,7 @@ class AccessDesk:
             self._trace(
                 now,
                 self._actor(caller, person),
-                "recording.listen",
+                action,
                 f"recording:{recording_id}",
                 "ok",
                 purpose=info.purpose,
@@ -605,6 +623,114 @@ class AccessDesk:
                 detail={"request": info.public_id, "recording": recording_id},
             )
             return sheet.to_json()
+
+    def search(
+        self,
+        policy: Policy,
+        caller: Caller,
+        now: datetime,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        extension: str | None = None,
+        agent: str | None = None,
+        number: str | None = None,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        """The recordings this person may ask for (A1, A2, A7, A8), never a number (D2).
+
+        By number only for the roles that answer subject access (R2). The search itself is
+        audited (A5, A10), with its filters and what it showed, never the number.
+        """
+        kept: dict[str, Any] = {"from": since, "to": until, "extension": extension}
+        kept["agent"] = agent
+        kept["by_number"] = number is not None
+        with self._step(policy, caller, now, "recordings.searched", "catalog:-") as person:
+            role = policy.roles[person.role]
+            if role.scope == "statistics":
+                raise AccessRefused(
+                    "A11", f"role {role.id} sees statistics only, never a recording"
+                )
+            if not role.purposes:
+                raise AccessRefused("A10", f"role {role.id} hears no recording")
+            start = _day(since, "from", policy.timezone, end=False)
+            end = _day(until, "to", policy.timezone, end=True)
+            if number is not None:
+                if not role.subject_access:
+                    raise AccessRefused("R2", f"role {role.id} does not search by number")
+                found = self._find(policy, number, start, end).recordings
+                if extension is not None or agent is not None:
+                    calls = {r.call_id: self.catalog.get_call(r.call_id) for r in found}
+                    found = [
+                        r
+                        for r in found
+                        if (call := calls[r.call_id]) is not None
+                        and (extension is None or call.extension == extension)
+                        and (agent is None or call.agent == agent)
+                    ]
+            else:
+                found = self.catalog.list_recordings(
+                    since=start, until=end, extension=extension, agent=agent, limit=5000
+                )
+            rows: list[dict[str, Any]] = []
+            for recording in found:
+                call = self.catalog.get_call(recording.call_id)
+                if call is None:
+                    continue
+                facts = recording_facts(recording, call)
+                purposes = sorted(
+                    purpose
+                    for purpose in role.purposes
+                    if check_access(policy, person.id, purpose, facts, now).allowed
+                )
+                if not purposes:
+                    continue
+                rows.append(
+                    {
+                        "recording": recording.id,
+                        "call": call.id,
+                        "call_at": call.arrived_at.astimezone(policy.timezone).isoformat(),
+                        "direction": call.direction.value,
+                        "extension": call.extension,
+                        "agent": call.agent,
+                        "duration": recording.duration,
+                        "state": recording.state.value,
+                        "expires_at": None
+                        if recording.expires_at is None
+                        else recording.expires_at.astimezone(policy.timezone).isoformat(),
+                        "purposes": purposes,
+                    }
+                )
+                if len(rows) >= limit:
+                    break
+            self._trace(
+                now,
+                self._actor(caller, person),
+                "recordings.searched",
+                "catalog:-",
+                "ok",
+                detail={"filters": kept, "shown": [row["recording"] for row in rows]},
+            )
+            return rows
+
+    def audit_entries(
+        self, policy: Policy, caller: Caller, now: datetime, *, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """A10: who accessed what, when and why, for the roles the policy lets read it."""
+        with self._step(policy, caller, now, "audit.read", "audit:-") as person:
+            role = policy.roles[person.role]
+            if not role.audit:
+                raise AccessRefused("A10", f"role {role.id} does not read the audit trail")
+            entries = [entry.to_json() for entry in self.trail.entries(limit=limit)]
+            self._trace(
+                now,
+                self._actor(caller, person),
+                "audit.read",
+                "audit:-",
+                "ok",
+                detail={"shown": len(entries)},
+            )
+            return entries
 
     def report(
         self,

@@ -36,12 +36,16 @@ class AccessRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is on the other end of the control socket: SO_PEERCRED's uid, its login name."""
+    """Who is asking: on the access socket, SO_PEERCRED's uid and its login name; in the
+    web console, the person its nominative account (A12) logged in as."""
 
     uid: int | None
     account: str | None
+    console_person: str | None = None
 
     def __str__(self) -> str:
+        if self.console_person is not None:
+            return "console"
         return "uid=unknown" if self.uid is None else f"uid={self.uid}"
 
 
@@ -79,7 +83,13 @@ class VerdictPlan:
 
 
 def identify(policy: Policy, caller: Caller) -> Person:
-    """The person of the nominative list behind a uid (A12): by `uid`, else by `account`."""
+    """The person of the nominative list behind a uid (A12): by `uid`, else by `account`;
+    a console session's person while the policy still lists them."""
+    if caller.console_person is not None:
+        person = policy.people.get(caller.console_person)
+        if person is None:
+            raise AccessRefused("A12", "this account's person is no longer on the list")
+        return person
     if caller.uid is not None:
         for person in policy.people.values():
             if person.uid == caller.uid:

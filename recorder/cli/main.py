@@ -9,6 +9,7 @@ from pathlib import Path
 from recorder.cli.access import add_access_commands
 from recorder.cli.catalog import add_catalog_commands
 from recorder.cli.common import config_path
+from recorder.cli.console import add_console_commands
 from recorder.cli.ctl import add_ctl_commands
 from recorder.cli.lawful import add_lawful_commands
 from recorder.cli.people import add_people_commands
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_access_commands(commands)
     add_lawful_commands(commands)
     add_report_commands(commands)
+    add_console_commands(commands)
     return parser
 
 

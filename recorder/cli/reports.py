@@ -15,7 +15,7 @@ import argparse
 import csv
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from recorder.cli.common import CliExit, dump_json
 from recorder.cli.lawful import ask_service, common_options, run_command
@@ -65,7 +65,7 @@ def _bars(ax: Any, labels: list[str], series: dict[str, list[float]], unit: str)
         ax.legend(frameon=False, ncols=len(series), loc="upper left", bbox_to_anchor=(0, 1.12))
 
 
-def draw_chart(report: dict[str, Any], path: Path) -> None:
+def draw_chart(report: dict[str, Any], path: Path | BinaryIO) -> None:
     """A PNG of the report's series (matplotlib, no display needed): the main counts, and
     the small ones (refusals, communications...) on a panel of their own scale."""
     import matplotlib

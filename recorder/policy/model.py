@@ -53,6 +53,7 @@ POLICY_TABLES = frozenset(
         "roles",
         "people",
         "reports",
+        "passwords",
     }
 )
 REPORTS = ("annual", "quality", "inventory", "people")  # T1, T2, X4, A12
@@ -294,6 +295,7 @@ class Role:
     subject_access: bool = False  # R2: answers a person's request for their own data
     reports: frozenset[str] = frozenset()  # T1, T2, X4, A12: the reports it may read
     per_agent: bool = False  # T2, A11: quality figures per agent, not only per team
+    audit: bool = False  # A10: reads the audit trail (who accessed what, when, why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +313,18 @@ class Person:
     # A12, X3: the Unix account the service recognises on its control socket (SO_PEERCRED).
     account: str | None = None
     uid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordRule:
+    """X3: what a strong password is for the web console's nominative accounts (A12), and
+    how many failed logins lock an account, for how long. Read from `[passwords]`."""
+
+    min_length: int = 12
+    # Of the four classes: lowercase letters, uppercase letters, digits, anything else.
+    min_classes: int = 3
+    max_failures: int = 5  # failed logins in a row before the account locks
+    lock_minutes: int = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +350,8 @@ class Policy:
     number_region: str | None = None
     # T2, A11: an agent with fewer calls than this in a report's period is left out of it.
     report_min_calls: int = 5
+    # X3: the web console's password rule and login lock.
+    password_rule: PasswordRule = PasswordRule()
 
     def expiry(self, retention_class: str, at: datetime) -> datetime | None:
         """When data of `retention_class` created at `at` must be gone; None = no period set."""
@@ -969,6 +985,7 @@ def _read_roles(
         "subject_access",
         "reports",
         "per_agent",
+        "audit",
     }
     roles: dict[str, Role] = {}
     for role_id, row in reader.mapping(data, "roles").items():
@@ -1028,6 +1045,7 @@ def _read_roles(
             subject_access=reader.typed(row, f"{dotted}.subject_access", bool, False),
             reports=frozenset(reports),
             per_agent=reader.typed(row, f"{dotted}.per_agent", bool, False),
+            audit=reader.typed(row, f"{dotted}.audit", bool, False),
         )
     return MappingProxyType(roles)
 
@@ -1112,6 +1130,40 @@ def _read_people(
     return MappingProxyType(people)
 
 
+def _read_passwords(reader: _PolicyReader, data: Mapping[str, Any]) -> PasswordRule:
+    table = reader.table(
+        data, "passwords", {"min_length", "min_classes", "max_failures", "lock_minutes"}
+    )
+    default = PasswordRule()
+
+    def within(low: int, high: int, unit: str = "") -> Callable[[int], str | None]:
+        def check(value: int) -> str | None:
+            if low <= value <= high:
+                return None
+            return f"must be within {low}..{high}{unit} (X3), got {value}"
+
+        return check
+
+    return PasswordRule(
+        min_length=reader.typed(
+            table, "passwords.min_length", int, default.min_length, within(8, 128, " characters")
+        ),
+        min_classes=reader.typed(
+            table,
+            "passwords.min_classes",
+            int,
+            default.min_classes,
+            within(1, 4, " of lowercase, uppercase, digits, other"),
+        ),
+        max_failures=reader.typed(
+            table, "passwords.max_failures", int, default.max_failures, within(1, 100)
+        ),
+        lock_minutes=reader.typed(
+            table, "passwords.lock_minutes", int, default.lock_minutes, within(1, 1440, " minutes")
+        ),
+    )
+
+
 def load_policy(path: str | Path) -> Policy:
     """Read and validate the policy part of a file; raises PolicyError listing every problem."""
     path = Path(path)
@@ -1162,6 +1214,7 @@ def parse_policy(text: str, path: Path, content_hash: str | None = None) -> Poli
         return None if 1 <= value <= 1000 else f"must be within 1..1000, got {value}"
 
     report_min_calls = reader.typed(report_table, "reports.min_agent_calls", int, 5, min_check)
+    password_rule = _read_passwords(reader, data)
     recording = _read_recording(reader, data)
     extensions = _read_extensions(reader, data, recording)
     windows = _read_windows(reader, data)
@@ -1205,4 +1258,5 @@ def parse_policy(text: str, path: Path, content_hash: str | None = None) -> Poli
         warnings=tuple(reader.warnings),
         number_region=number_region,
         report_min_calls=report_min_calls,
+        password_rule=password_rule,
     )

@@ -31,7 +31,7 @@ def test_upgrade_from_0001_keeps_rows_and_allows_destroying(db_url: str) -> None
                 )
             )
         upgrade(db_url)
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == "0004"
         tables = set(inspect(engine).get_table_names())
         assert {"holds", "audit_entries", "sampling_draws", "sample_picks"} <= tables
         with engine.begin() as connection:

@@ -404,7 +404,7 @@ def test_A4_revision_0003_adds_the_register_to_a_0002_catalog(db_url: str) -> No
         catalog.close()
     engine = make_engine(db_url)
     try:
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == "0004"
         with engine.begin() as connection:
             command.downgrade(alembic_config(connection), "0002")
         tables = set(inspect(engine).get_table_names())

@@ -28,6 +28,7 @@ from .recorder_proc import RecorderProcess
 
 pytestmark = pytest.mark.interop
 
+LOOPBACK = "127.0.0.1"
 SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS")  # a directory: keep the pages' pictures
 PASSWORDS = {
     "quality": "Maple-Harbour-4417",
@@ -390,3 +391,73 @@ def test_console_request_approve_listen_in_a_real_browser(
         timeout=60,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (no network, no CA)."""
+    from datetime import UTC, timedelta
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "console.crt", directory / "console.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_console_over_https_with_secure_cookies(
+    interop_dir: Path, start_recorder: RecorderFactory
+) -> None:
+    import ssl
+
+    cert, key = self_signed(interop_dir)
+    port = free_tcp_port()
+    console = f'\n[console]\nlisten = "127.0.0.1:{port}"\ncert = "{cert}"\nkey = "{key}"\n'
+    recorder = start_recorder(pbx_port=peers.free_udp_port(), policy_extra=POLICY + console)
+    listening = recorder.wait_event("console.listening", timeout=10)
+    assert listening[0]["url"] == f"https://127.0.0.1:{port}/"
+    trusted = ssl.create_default_context(cafile=str(cert))
+    with urllib.request.urlopen(
+        f"https://127.0.0.1:{port}/login", context=trusted, timeout=10
+    ) as page:
+        assert page.status == 200
+        cookie = page.headers["Set-Cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+        assert page.headers["X-Frame-Options"] == "DENY"
+    # Plain HTTP on the same port gets no page; an untrusted client refuses the certificate.
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=10).read()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(
+            f"https://127.0.0.1:{port}/login", context=ssl.create_default_context(), timeout=10
+        )
+    assert recorder.stop() == 0

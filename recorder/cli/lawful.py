@@ -16,13 +16,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from recorder.access.deidentify import parse_ranges
 from recorder.access.sealing import bundle_from_wire, write_bundle
-from recorder.cli.common import CliExit, dump_json
+from recorder.cli.common import CliExit, catalog_handler, dump_json
 from recorder.ops.control import ServiceUnreachable, control_exchange
 
 SYSTEMD_ACCESS_SOCKET: Final = Path("/run/recorder/access.sock")
@@ -48,19 +47,6 @@ def ask_service(args: argparse.Namespace, request: dict[str, Any]) -> tuple[dict
             raise CliExit(1, f"{request['cmd']}: {message}")
         raise CliExit(2, f"refused ({rule}): {message}" if rule else f"{request['cmd']}: {message}")
     return response, payload
-
-
-def run_command(
-    command: Callable[[argparse.Namespace, TextIO], int],
-) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args, sys.stdout)
-        except CliExit as exc:
-            print(exc.message, file=sys.stderr)
-            return exc.code
-
-    return run
 
 
 def _print_request(out: TextIO, info: dict[str, Any]) -> None:
@@ -295,7 +281,7 @@ def add_lawful_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     """Register the lawful-use commands on the `recorder` command's subparsers."""
     who = subparsers.add_parser("whoami", help="who the service takes you for (A12)")
     common_options(who)
-    who.set_defaults(handler=run_command(_whoami))
+    who.set_defaults(handler=catalog_handler(_whoami))
 
     req = subparsers.add_parser("request", help="a motivated request for recordings (A3, A4)")
     req.add_argument("recordings", nargs="*", type=int, metavar="RECORDING")
@@ -306,7 +292,7 @@ def add_lawful_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     req.add_argument("--purpose", required=True, help="a purpose of the policy (P1-P4)")
     req.add_argument("--reason", required=True, help="the written reason (A3)")
     common_options(req)
-    req.set_defaults(handler=run_command(_request))
+    req.set_defaults(handler=catalog_handler(_request))
 
     for verdict, helptext in (
         ("approve", "approve a request (A3; A9: a second, different person)"),
@@ -316,40 +302,40 @@ def add_lawful_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         parser.add_argument("request", metavar="REQUEST", help="e.g. R12-ab3d9k")
         parser.add_argument("--reason", required=verdict == "deny")
         common_options(parser)
-        parser.set_defaults(handler=run_command(_verdict), verdict=verdict)
+        parser.set_defaults(handler=catalog_handler(_verdict), verdict=verdict)
 
     reqs = subparsers.add_parser("requests", help="the register: your requests, those you answer")
     reqs.add_argument("--state", choices=("pending", "approved", "denied"))
     common_options(reqs)
-    reqs.set_defaults(handler=run_command(_requests))
+    reqs.set_defaults(handler=catalog_handler(_requests))
 
     listen = subparsers.add_parser("listen", help="hear an approved recording (audited)")
     listen.add_argument("request", metavar="REQUEST")
     listen.add_argument("--recording", type=int, help="which one, when the request has several")
     listen.add_argument("--out", help="write the WAV to this new file (- for stdout)")
     common_options(listen)
-    listen.set_defaults(handler=run_command(_listen))
+    listen.set_defaults(handler=catalog_handler(_listen))
 
     export = subparsers.add_parser("export", help="age-encrypted copies of a request (X1, X2)")
     export.add_argument("request", metavar="REQUEST")
     export.add_argument("--to", required=True, metavar="DIR", help="a new or empty directory")
     export.add_argument("--recipient", required=True, metavar="AGE_PUBLIC_KEY")
     common_options(export)
-    export.set_defaults(handler=run_command(_export))
+    export.set_defaults(handler=catalog_handler(_export))
 
     training = subparsers.add_parser("training-copy", help="a de-identified training copy (P5)")
     training.add_argument("request", metavar="REQUEST")
     training.add_argument("--recording", type=int, required=True)
     training.add_argument("--mute", help="more ranges of the caller to silence, e.g. 0:40-0:55")
     common_options(training)
-    training.set_defaults(handler=run_command(_training_copy))
+    training.set_defaults(handler=catalog_handler(_training_copy))
 
     summary = subparsers.add_parser("summary", help="attach a summary sheet to a recording (P6)")
     summary.add_argument("request", metavar="REQUEST")
     summary.add_argument("--recording", type=int, required=True)
     summary.add_argument("--text", help="the summary (default: read from stdin)")
     common_options(summary)
-    summary.set_defaults(handler=run_command(_summary))
+    summary.set_defaults(handler=catalog_handler(_summary))
 
     subject = subparsers.add_parser(
         "subject-access", help="everything held about a phone number, and its export (R2)"
@@ -361,4 +347,4 @@ def add_lawful_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     subject.add_argument("--export", metavar="DIR", help="export the recordings here, encrypted")
     subject.add_argument("--recipient", metavar="AGE_PUBLIC_KEY")
     common_options(subject)
-    subject.set_defaults(handler=run_command(_subject_access))
+    subject.set_defaults(handler=catalog_handler(_subject_access))

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from recorder.cli.common import CliExit, dump_json
-from recorder.cli.lawful import ask_service, common_options, run_command
+from recorder.cli.common import CliExit, catalog_handler, dump_json
+from recorder.cli.lawful import ask_service, common_options
 
 
 def _cell(value: Any) -> str:
@@ -129,7 +129,7 @@ def add_report_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         parser.add_argument("--format", choices=("table", "csv", "json"))
         parser.add_argument("--chart", metavar="FILE.png", help="also draw the chart here")
         common_options(parser)
-        parser.set_defaults(handler=run_command(_report))
+        parser.set_defaults(handler=catalog_handler(_report))
 
     annual = kinds.add_parser("annual", help="T1, A5: the year month by month")
     annual.add_argument("--year", type=int, required=True)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -28,7 +27,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from recorder.access.desk import AccessDesk
+from recorder.access.desk import AccessDesk, ReadCopy
 from recorder.access.workflow import AccessRefused, Caller
 from recorder.cli.reports import draw_chart
 from recorder.console.passwords import AddressLimiter, authenticate
@@ -224,158 +223,142 @@ async def login(request: Request) -> Response:
     return response
 
 
-async def logout(request: Request) -> Response:
+DeskCall = Callable[[AccessDesk, Policy, Caller, datetime], T]
+Page = Callable[[Request, Session], Awaitable[Response]]
+
+
+async def _ask(request: Request, session: Session, call: DeskCall[T]) -> T:
+    """One desk call as the session's person, on the desk's thread; refusals propagate."""
     console: Console = request.app.state.console
-    session = _session(request)
-    if session is None:
-        return _to_login()
-    form = await _form(request, session)
-    if form is None:
-        return _csrf_failure()
+    policy, now = console.policy(), console.wall()
+    return await console.call(lambda: call(console.desk, policy, _caller(session), now))
+
+
+def logged_in(page: Page) -> Callable[[Request], Awaitable[Response]]:
+    """A page for a live session (else the login page), a refusal shown with its rule."""
+
+    async def handle(request: Request) -> Response:
+        session = _session(request)
+        if session is None:
+            return _to_login()
+        try:
+            return await page(request, session)
+        except AccessRefused as refusal:
+            return _refused(request, session, refusal)
+
+    return handle
+
+
+def with_form(page: Callable[[Request, Session, FormData], Awaitable[Response]]) -> Page:
+    """A POST whose CSRF token matches the session's, else 403 and nothing done."""
+
+    async def handle(request: Request, session: Session) -> Response:
+        form = await _form(request, session)
+        if form is None:
+            return _csrf_failure()
+        return await page(request, session, form)
+
+    return handle
+
+
+@logged_in
+@with_form
+async def logout(request: Request, session: Session, _form: FormData) -> Response:
+    console: Console = request.app.state.console
     console.sessions.close(session.token)
     response = _to_login()
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
 
-# --- pages ---
-
-
-async def home(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return _to_login()
-    console: Console = request.app.state.console
-    try:
-        me = await console.call(
-            lambda: console.desk.whoami(console.policy(), _caller(session), console.wall())
-        )
-    except AccessRefused as refusal:
-        return _refused(request, session, refusal)
+@logged_in
+async def home(request: Request, session: Session) -> Response:
+    me = await _ask(request, session, lambda desk, p, c, now: desk.whoami(p, c, now))
     return _page(request, "home.html", session=session, whoami=me)
 
 
-async def search(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return _to_login()
-    console: Console = request.app.state.console
+@logged_in
+async def search(request: Request, session: Session) -> Response:
     q = request.query_params
-    filters = {key: (q.get(key) or None) for key in ("from", "to", "extension", "agent", "number")}
+    keys = ("from", "to", "extension", "agent", "number")
+    filters = {key: (q.get(key) or None) for key in keys}
     rows: list[dict[str, Any]] | None = None
     if q.get("go"):
-        try:
-            rows = await console.call(
-                lambda: console.desk.search(
-                    console.policy(),
-                    _caller(session),
-                    console.wall(),
-                    since=filters["from"],
-                    until=filters["to"],
-                    extension=filters["extension"],
-                    agent=filters["agent"],
-                    number=filters["number"],
-                )
-            )
-        except AccessRefused as refusal:
-            return _refused(request, session, refusal)
+        rows = await _ask(
+            request,
+            session,
+            lambda desk, p, c, now: desk.search(
+                p,
+                c,
+                now,
+                since=filters["from"],
+                until=filters["to"],
+                extension=filters["extension"],
+                agent=filters["agent"],
+                number=filters["number"],
+            ),
+        )
     return _page(request, "search.html", session=session, filters=filters, rows=rows)
 
 
-async def requests_page(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return _to_login()
-    console: Console = request.app.state.console
-    try:
-        rows = await console.call(
-            lambda: console.desk.requests(console.policy(), _caller(session), console.wall())
-        )
-    except AccessRefused as refusal:
-        return _refused(request, session, refusal)
-    return _page(
-        request, "requests.html", session=session, requests=[info.to_json() for info in rows]
-    )
+@logged_in
+async def requests_page(request: Request, session: Session) -> Response:
+    rows = await _ask(request, session, lambda desk, p, c, now: desk.requests(p, c, now))
+    listed = [info.to_json() for info in rows]
+    return _page(request, "requests.html", session=session, requests=listed)
 
 
-async def file_request(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return _to_login()
-    form = await _form(request, session)
-    if form is None:
-        return _csrf_failure()
-    console: Console = request.app.state.console
+@logged_in
+@with_form
+async def file_request(request: Request, session: Session, form: FormData) -> Response:
     picked = [value for value in form.getlist("pick") if isinstance(value, str)]
     ids = sorted({int(value) for value in picked if value.isdigit()})
-    try:
-        info = await console.call(
-            lambda: console.desk.request(
-                console.policy(),
-                _caller(session),
-                console.wall(),
-                purpose=str(form.get("purpose") or ""),
-                reason=str(form.get("reason") or ""),
-                selector={"recordings": ids},
-            )
-        )
-    except AccessRefused as refusal:
-        return _refused(request, session, refusal)
+    purpose, reason = str(form.get("purpose") or ""), str(form.get("reason") or "")
+    info = await _ask(
+        request,
+        session,
+        lambda desk, p, c, now: desk.request(
+            p, c, now, purpose=purpose, reason=reason, selector={"recordings": ids}
+        ),
+    )
     session.flashes.append(f"Request {info.public_id} registered ({info.state.value}).")
     return RedirectResponse("/requests", status_code=303, headers=HEADERS)
 
 
-async def verdict(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return _to_login()
-    form = await _form(request, session)
-    if form is None:
-        return _csrf_failure()
-    console: Console = request.app.state.console
+@logged_in
+@with_form
+async def verdict(request: Request, session: Session, form: FormData) -> Response:
     request_id = request.path_params["request_id"]
     decision = "approved" if request.path_params["verdict"] == "approve" else "denied"
     reason = str(form.get("reason") or "") or None
-    try:
-        info = await console.call(
-            lambda: console.desk.verdict(
-                console.policy(),
-                _caller(session),
-                console.wall(),
-                request_id=request_id,
-                verdict=decision,
-                reason=reason,
-            )
-        )
-    except AccessRefused as refusal:
-        return _refused(request, session, refusal)
+    info = await _ask(
+        request,
+        session,
+        lambda desk, p, c, now: desk.verdict(
+            p, c, now, request_id=request_id, verdict=decision, reason=reason
+        ),
+    )
     session.flashes.append(f"Request {info.public_id}: {decision} ({info.state.value}).")
     return RedirectResponse("/requests", status_code=303, headers=HEADERS)
 
 
-async def _read(request: Request, session: Session, action: str) -> Any:
-    console: Console = request.app.state.console
-    return await console.call(
-        lambda: console.desk.read(
-            console.policy(),
-            _caller(session),
-            console.wall(),
-            request_id=request.path_params["request_id"],
-            recording_id=int(request.path_params["recording"]),
-            action=action,
-        )
+async def _read(request: Request, session: Session, action: str) -> ReadCopy:
+    request_id = request.path_params["request_id"]
+    recording = int(request.path_params["recording"])
+    return await _ask(
+        request,
+        session,
+        lambda desk, p, c, now: desk.read(
+            p, c, now, request_id=request_id, recording_id=recording, action=action
+        ),
     )
 
 
-async def listen_page(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return _to_login()
-    try:
-        copy = await _read(request, session, "recording.waveform")
-    except AccessRefused as refusal:
-        return _refused(request, session, refusal)
-    picture = base64.b64encode(waveform_png(copy.data)).decode()
+@logged_in
+async def listen_page(request: Request, session: Session) -> Response:
+    copy = await _read(request, session, "recording.waveform")
+    loop = asyncio.get_running_loop()
+    picture = base64.b64encode(await loop.run_in_executor(None, waveform_png, copy.data))
     request_id = request.path_params["request_id"]
     return _page(
         request,
@@ -383,7 +366,7 @@ async def listen_page(request: Request) -> Response:
         session=session,
         recording=copy.recording,
         request_id=request_id,
-        waveform=picture,
+        waveform=picture.decode(),
         audio_url=f"/audio/{request_id}/{copy.recording.id}.wav",
     )
 
@@ -400,56 +383,37 @@ async def audio(request: Request) -> Response:
     return Response(copy.data, media_type="audio/wav", headers=headers)
 
 
-async def audit_page(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return _to_login()
-    console: Console = request.app.state.console
-    try:
-        entries = await console.call(
-            lambda: console.desk.audit_entries(console.policy(), _caller(session), console.wall())
-        )
-    except AccessRefused as refusal:
-        return _refused(request, session, refusal)
+@logged_in
+async def audit_page(request: Request, session: Session) -> Response:
+    entries = await _ask(request, session, lambda desk, p, c, now: desk.audit_entries(p, c, now))
     return _page(request, "audit.html", session=session, entries=list(reversed(entries)))
 
 
-async def report_page(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return _to_login()
-    console: Console = request.app.state.console
-    kind = request.path_params["kind"]
+def _report_params(console: Console, kind: str, request: Request) -> dict[str, Any]:
     q = request.query_params
-    params: dict[str, Any] = {}
     if kind == "annual":
         year = q.get("year") or str(console.wall().year)
-        params["year"] = int(year) if year.isdigit() else 0
-    elif kind == "quality":
+        return {"year": int(year) if year.isdigit() else 0}
+    if kind == "quality":
         today = console.wall().astimezone(console.policy().timezone).date()
-        params = {
+        return {
             "from": q.get("from") or today.replace(day=1).isoformat(),
             "to": q.get("to") or today.isoformat(),
             "per_agent": q.get("per_agent") == "1",
         }
-    try:
-        view = await console.call(
-            lambda: console.desk.report(
-                console.policy(), _caller(session), console.wall(), kind=kind, params=params
-            )
-        )
-    except AccessRefused as refusal:
-        return _refused(request, session, refusal)
-    chart = await asyncio.get_running_loop().run_in_executor(None, _chart, view)
-    return _page(
-        request,
-        "report.html",
-        session=session,
-        view=view,
-        chart=chart,
-        params=params,
-        query=urlencode({k: v for k, v in params.items() if v not in (None, False)}),
+    return {}
+
+
+@logged_in
+async def report_page(request: Request, session: Session) -> Response:
+    console: Console = request.app.state.console
+    kind = request.path_params["kind"]
+    params = _report_params(console, kind, request)
+    view = await _ask(
+        request, session, lambda desk, p, c, now: desk.report(p, c, now, kind=kind, params=params)
     )
+    chart = await asyncio.get_running_loop().run_in_executor(None, _chart, view)
+    return _page(request, "report.html", session=session, view=view, chart=chart, params=params)
 
 
 def _chart(view: dict[str, Any]) -> str:

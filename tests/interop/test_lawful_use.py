@@ -154,6 +154,26 @@ class Cli:
         )
 
 
+def age_tools() -> tuple[str, str]:
+    """Debian's `age` and `age-keygen`: skipped without them locally, a failure in CI."""
+    age, age_keygen = shutil.which("age"), shutil.which("age-keygen")
+    if age is None or age_keygen is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("age missing (scripts/install-test-deps.sh installs it)")
+        pytest.skip("age missing")
+    return age, age_keygen
+
+
+def age_key(age_keygen: str, path: Path) -> str:
+    """`age-keygen -o PATH`; the public key (age1...) it prints in the file."""
+    subprocess.run([age_keygen, "-o", str(path)], check=True, capture_output=True)
+    return next(
+        line.split(": ", 1)[1]
+        for line in path.read_text().splitlines()
+        if line.startswith("# public key: ")
+    )
+
+
 def samples(data: bytes) -> np.ndarray:
     frames, rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
     assert rate == 8000 and frames.shape[1] == 2
@@ -166,11 +186,7 @@ def test_request_two_approvals_listen_export_and_the_trail(
     start_recorder: RecorderFactory,
     shared_dir: Path,
 ) -> None:
-    age, age_keygen = shutil.which("age"), shutil.which("age-keygen")
-    if age is None or age_keygen is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("age missing (scripts/install-test-deps.sh installs it)")
-        pytest.skip("age missing")
+    age, age_keygen = age_tools()
     socket = shared_dir / "access.sock"
     with peers.start_sipp_uas("uas_echo_agent", log_dir=interop_dir, calls=1) as pbx:
         recorder = start_recorder(
@@ -243,12 +259,7 @@ def test_request_two_approvals_listen_export_and_the_trail(
 
     # Export (X1, X2): sealed to the recipient's age key; the stock `age` decrypts it.
     key = shared_dir / "recipient.key"
-    subprocess.run([age_keygen, "-o", str(key)], check=True, capture_output=True)
-    recipient = next(
-        line.split(": ", 1)[1]
-        for line in key.read_text().splitlines()
-        if line.startswith("# public key: ")
-    )
+    recipient = age_key(age_keygen, key)
     export_dir = out / "export"
     code, _, err = cli.run(QUALITY, "export", public, "--to", str(export_dir), "--recipient", "x")
     assert code == 2 and "(X2)" in err and not export_dir.exists()
@@ -384,11 +395,7 @@ def test_training_copy_summary_and_subject_access(
     start_recorder: RecorderFactory,
     shared_dir: Path,
 ) -> None:
-    age, age_keygen = shutil.which("age"), shutil.which("age-keygen")
-    if age is None or age_keygen is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("age missing (scripts/install-test-deps.sh installs it)")
-        pytest.skip("age missing")
+    age, age_keygen = age_tools()
     socket = shared_dir / "access.sock"
     with peers.start_sipp_uas("uas_echo_agent", log_dir=interop_dir, calls=1) as pbx:
         recorder = start_recorder(
@@ -458,12 +465,7 @@ def test_training_copy_summary_and_subject_access(
     )
     assert code == 2 and "(R2)" in err
     key = shared_dir / "subject.key"
-    subprocess.run([age_keygen, "-o", str(key)], check=True, capture_output=True)
-    recipient = next(
-        line.split(": ", 1)[1]
-        for line in key.read_text().splitlines()
-        if line.startswith("# public key: ")
-    )
+    recipient = age_key(age_keygen, key)
     out = shared_dir / "dpo"
     out.mkdir()
     os.chown(out, DPO, DPO)

@@ -70,6 +70,7 @@ class ConsoleServer:
             access_log=False,
             server_header=False,
             lifespan="off",
+            timeout_graceful_shutdown=5,
             loop="none",
         )
         server = _EmbeddedServer(settings)

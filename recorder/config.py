@@ -72,6 +72,17 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """`[limits]`: admission of new calls (recorder.call.limits); None turns a limit off."""
+
+    per_source_rate: float | None = 100.0  # new calls per second from one address
+    per_source_burst: int = 200
+    global_rate: float | None = 400.0  # new calls per second from all addresses together
+    global_burst: int = 800
+    max_calls: int | None = None  # concurrent calls; the media port pool bounds it anyway
+
+
+@dataclass(frozen=True, slots=True)
 class ConsoleConfig:
     """The web console (issue 17): off unless `listen` is set; HTTPS when a cert is given."""
 
@@ -99,10 +110,11 @@ class Config:
     timers: SipTimers = field(default_factory=SipTimers)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    limits: Limits = field(default_factory=Limits)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
-_KNOWN_TOP = {"service", "sip", "media", "storage", "metrics", "console"}
+_KNOWN_TOP = {"service", "sip", "media", "storage", "metrics", "console", "limits"}
 # Tables owned by the policy engine (rules, notice, retention, people): read elsewhere.
 _POLICY_TABLES = {
     "policy",
@@ -249,6 +261,34 @@ def load_config(path: str | Path) -> Config:
     return config_from_mapping(data, path, text)
 
 
+def _read_limits(reader: _Reader, data: Mapping[str, Any]) -> Limits:
+    """`[limits]`: new calls per second per source and overall, concurrent calls; 0 = off."""
+    keys = {"per_source_calls_per_second", "per_source_burst", "calls_per_second", "burst"}
+    table = reader.table(data, "limits", keys | {"max_calls"})
+    default = Limits()
+    source_rate = reader.number(
+        table, "limits.per_source_calls_per_second", default.per_source_rate or 0.0, 0.0
+    )
+    overall_rate = reader.number(table, "limits.calls_per_second", default.global_rate or 0.0, 0.0)
+    max_calls = reader.number(table, "limits.max_calls", 0.0, 0.0)
+    return Limits(
+        per_source_rate=source_rate or None,
+        per_source_burst=max(
+            1,
+            int(
+                reader.number(
+                    table, "limits.per_source_burst", float(default.per_source_burst), 1.0
+                )
+            ),
+        ),
+        global_rate=overall_rate or None,
+        global_burst=max(
+            1, int(reader.number(table, "limits.burst", float(default.global_burst), 1.0))
+        ),
+        max_calls=int(max_calls) or None,
+    )
+
+
 def _listen(reader: _Reader, table: Mapping[str, Any], dotted: str) -> tuple[str, int] | None:
     if dotted.rsplit(".", 1)[1] not in table:
         return None
@@ -337,11 +377,13 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         idle_minutes=reader.number(console_table, "console.idle_minutes", 15.0, 1.0),
     )
 
+    limits = _read_limits(reader, data)
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(
         metrics=MetricsConfig(metrics_listen),
         console=console_config,
+        limits=limits,
         path=path,
         service=service_config,
         external=external,

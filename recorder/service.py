@@ -14,6 +14,7 @@ from recorder.access.commands import AccessServer, access_socket_path
 from recorder.call.b2bua import B2bua, Call, SipSideRuntime
 from recorder.call.call_log import CallLog
 from recorder.call.controller import CallController, ControllableMedia
+from recorder.call.limits import Admission
 from recorder.call.recording_glue import Recorder
 from recorder.config import Config, ConfigError, SipSide, load_config
 from recorder.console.server import ConsoleServer
@@ -191,6 +192,7 @@ class Service:
             on_call_ended=self.media_totals.call_ended,
         )
         self.controller.b2bua = self.b2bua
+        self.b2bua.admission = Admission(config.limits)
         await self._check_voice()
         control_path = service_socket_path(config.storage.dir.parent)
         self.control = ControlServer(control_path, self.controller)
@@ -356,6 +358,8 @@ class Service:
                 log.warning("service.reload_listen_ignored", side=side.name)
             runtime.config = side
         self.b2bua.ring_timeout = new.service.ring_timeout
+        if new.limits != self.config.limits:
+            self.b2bua.admission = Admission(new.limits)
         self.config = new
         self.policy = policy
         if self.controller is not None:

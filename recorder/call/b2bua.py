@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from recorder.call.limits import Admission
 from recorder.call.sdp_anchor import LocalAnswer, anchor_sdp, is_sdp, local_answer
 from recorder.config import SipSide
 from recorder.ops.logs import get_logger
@@ -270,6 +271,7 @@ class B2bua:
         self.on_call_ended = on_call_ended
         self.hooks = hooks
         self.accepting = True
+        self.admission: Admission | None = None  # [limits]: floods get 503 (issue 20)
         self.calls: dict[str, Call] = {}
         self._by_a_invite: dict[tuple[str, str], Call] = {}
         self._dialogs: dict[tuple[str, str, str, str], tuple[Call, str]] = {}
@@ -278,6 +280,7 @@ class B2bua:
         self._timers: list[tuple[float, int, str]] = []
         self._timer_seq = itertools.count()
         self.counters = {"calls": 0, "rejected": 0, "answered": 0, "failed": 0, "bad_requests": 0}
+        self.counters["throttled"] = 0
 
     # ------------------------------------------------------------------ entry points
     def handle_event(self, side: SipSideRuntime, event: TransactionEvent, now: float) -> None:
@@ -379,6 +382,21 @@ class B2bua:
         if not self.accepting:
             response = self._response(request, 503)
             response.headers.set("Retry-After", "30")
+            side.port.send_response(key, response)
+            return
+        refusal = (
+            None
+            if self.admission is None
+            else self.admission.admit(source_host, len(self.calls), now)
+        )
+        if refusal is not None:
+            self.counters["throttled"] += 1
+            if refusal.log:
+                log.warning(
+                    "call.throttled", side=side.name, source=source_host, reason=refusal.reason
+                )
+            response = self._response(request, 503)
+            response.headers.set("Retry-After", str(refusal.retry_after))
             side.port.send_response(key, response)
             return
         for name in request.headers.get_all("Require"):

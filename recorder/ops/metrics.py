@@ -324,6 +324,7 @@ class RecorderCollector(Collector):
             ("answered", "recorder_calls_answered", "Calls the far side answered."),
             ("failed", "recorder_calls_failed", "Calls the far side refused or never answered."),
             ("bad_requests", "recorder_sip_bad_requests", "Requests refused as malformed."),
+            ("throttled", "recorder_calls_throttled", "INVITEs refused by [limits] (503)."),
         ):
             yield _counter(name, doc, counters.get(key, 0))
         decided = CounterMetricFamily(

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 DigitMethod = Literal["dtmf-rfc4733", "sip-info", "inband"]
-DecisionMethod = Literal["dtmf-rfc4733", "sip-info", "inband", "voice", "timeout"]
+# "listener-failure": the recorder could not listen for a refusal, so it records nothing.
+DecisionMethod = Literal[
+    "dtmf-rfc4733", "sip-info", "inband", "voice", "timeout", "listener-failure"
+]
 Outcome = Literal["accepted", "refused"]
 
 # RFC 4733 §3.2 event codes 0-15, which SIP INFO senders also use for * and #.

@@ -42,6 +42,7 @@ from recorder.call.b2bua import B2bua, Call, CallPlan
 from recorder.call.call_log import CallLog
 from recorder.call.sdp_anchor import anchor_sdp
 from recorder.call.tones import ringback_frames
+from recorder.media.rtp import payload_bounds
 from recorder.ops.control import Actor, CallSummary, ControlError
 from recorder.ops.logs import get_logger
 from recorder.policy import CallFacts, Decision, Policy, decide
@@ -152,8 +153,11 @@ class ConsentSession:
             for digit in self.rfc4733.handle_packet(packet, now):
                 events.extend(self.machine.digit(digit))
         elif payload_type == self.codec.payload_type:
-            header = 12 + 4 * (packet[0] & 0x0F)
-            audio = self._decode(np.frombuffer(packet, dtype=np.uint8, offset=header))
+            try:
+                start, end = payload_bounds(packet)
+            except ValueError:
+                return []  # malformed: the relay counts it; nothing to hear in it
+            audio = self._decode(np.frombuffer(packet, dtype=np.uint8)[start:end])
             for digit in self.inband.feed(audio, now):
                 events.extend(self.machine.digit(digit))
             voice = self.voice
@@ -325,7 +329,7 @@ class CallController:
         # Nobody hears anybody while the notice plays: it is the only audio the party gets.
         media.set_forwarding("a", False)
         media.set_forwarding("b", False)
-        media.set_tap(role, lambda packet, arrival: self._on_caller_packet(call, packet, arrival))
+        media.set_tap(role, lambda packet, arrival: self._listen(call, packet, arrival))
         log.info(
             "notice.started",
             call_id=call.id,
@@ -705,6 +709,21 @@ class CallController:
             consent = state.consent_decision
             return consent is not None and consent.outcome == "accepted"
         return True
+
+    def _listen(self, call: Call, packet: bytes, arrival: float) -> None:
+        """The consent tap. If listening fails, the relay detaches the tap: a refusal could
+        then go unheard, so the call is decided as refused, never recorded (C5, fail closed)."""
+        try:
+            self._on_caller_packet(call, packet, arrival)
+        except Exception:
+            state = self.states.get(call.id)
+            if state is not None and state.consent is not None and state.consent.decision is None:
+                log.error("consent.listener_failed", call_id=call.id)
+                refused = ConsentDecided("refused", "listener-failure", None, arrival)
+                self._handle_consent_events(call, state.consent._absorb([refused]), arrival)
+                if self.on_change is not None:
+                    self.on_change()
+            raise
 
     def _on_caller_packet(self, call: Call, packet: bytes, arrival: float) -> None:
         state = self.states.get(call.id)

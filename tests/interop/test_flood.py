@@ -3,6 +3,7 @@ at little cost, while calls from another source still connect; memory stays boun
 
 from __future__ import annotations
 
+import os
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +27,11 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def scrape(port: int, name: str) -> float:
@@ -82,3 +88,32 @@ def test_a_flood_from_one_source_gets_503_and_another_source_still_connects(
     assert 0 < len(lines) <= 60 and all(e["source"] == "127.0.0.1" for e in lines)
     assert after - before < 64 * 1024, (before, after)
     print(f"flood: {throttled:.0f} throttled, RSS {before} -> {after} KiB")
+
+
+def test_an_options_flood_costs_little_and_holds_memory(
+    interop_dir: Path, start_recorder: RecorderFactory
+) -> None:
+    """OPTIONS keepalives at 2,000/s from one source: every one answered 200 (they start no
+    call, so [limits] does not apply), the process stays small; the cost is printed."""
+    recorder = start_recorder(pbx_port=peers.free_udp_port(), media_ports=8)
+    pid = recorder.proc.pid
+    before, cpu_before = rss_kib(pid), cpu_seconds(pid)
+    probe = peers.run_sipp_uac(
+        "uac_options",
+        recorder.external_target,
+        log_dir=interop_dir,
+        calls=6000,
+        rate=2000,
+        limit=2000,
+        call_length_s=0,
+        media_port=peers.free_port_block(4),
+        timeout=40,
+    )
+    after, cpu = rss_kib(pid), cpu_seconds(pid) - cpu_before
+    probe.assert_ok(calls=6000)
+    assert recorder.proc.poll() is None
+    assert after - before < 32 * 1024, (before, after)
+    print(
+        f"options flood: 6000 answered, {cpu * 1e6 / 6000:.0f} us CPU each, "
+        f"RSS {before} -> {after} KiB"
+    )

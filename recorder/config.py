@@ -50,10 +50,22 @@ class MediaConfig:
     port_last: int
 
 
+WHEN_FULL = ("connect_unrecorded", "reject")
+
+
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     dir: Path
     database: str
+    # A call that must be recorded while storage.dir is full (issue 20): connected without a
+    # recording, or refused with 503 (for services that must never have an unrecorded call).
+    when_full: str = "connect_unrecorded"
+    # Below this much free space in storage.dir, new recordings are not started ("full").
+    min_free_mb: float = 64.0
+
+    @property
+    def min_free_bytes(self) -> int:
+        return int(self.min_free_mb * 1024 * 1024)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,10 +369,19 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
     if first % 2:
         first += 1  # RTP on even ports, RTCP on the odd one above (RFC 3550 §11)
 
-    storage = reader.table(data, "storage", {"dir", "database"})
+    storage = reader.table(data, "storage", {"dir", "database", "when_full", "min_free_mb"})
+    when_full = reader.string(storage, "storage.when_full", "connect_unrecorded")
+    if when_full not in WHEN_FULL:
+        if isinstance(storage.get("when_full"), str):  # else reader.string said it already
+            reader.error(
+                "storage.when_full", f"must be 'reject' or 'connect_unrecorded', got {when_full!r}"
+            )
+        when_full = "connect_unrecorded"
     storage_config = StorageConfig(
         dir=Path(reader.string(storage, "storage.dir", "var/recordings")),
         database=reader.string(storage, "storage.database", "sqlite:///var/recorder.db"),
+        when_full=when_full,
+        min_free_mb=reader.number(storage, "storage.min_free_mb", 64.0, 0.0),
     )
 
     metrics = reader.table(data, "metrics", {"listen"})

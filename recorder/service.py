@@ -32,6 +32,7 @@ from recorder.ops.retention import anchor_path, purge_once
 from recorder.ops.sdnotify import Notifier, start_watchdog, stop_watchdog
 from recorder.policy import Policy, PolicyError, load_policy
 from recorder.recording.repair import repair_all
+from recorder.recording.space import StorageSpace
 from recorder.recording.writer import RecordingWriterClient
 from sip.asyncio.endpoint import SipEndpoint
 from sip.transaction import TimerConfig, TransactionEvent
@@ -112,6 +113,10 @@ class Service:
         self.stopped = asyncio.Event()
         self.catalog: AsyncCatalog | None = None
         self.writer: RecordingWriterClient | None = None
+        # Free space of storage.dir (issue 20: full disk), read by the controller and metrics.
+        self.storage = StorageSpace(
+            config.storage.dir, min_free_bytes=config.storage.min_free_bytes
+        )
         # Ended calls' RTP counters, and retention deletions by kind, for the metrics.
         self.media_totals = MediaTotals()
         self.purge_deleted: dict[str, int] = {}
@@ -171,7 +176,9 @@ class Service:
             lambda: self.policy,
             legs_of,
             lambda: datetime.now(UTC),
+            space=self.storage,
         )
+        recorder.storage_full()  # a disk already full at start is said (storage.full) at once
 
         self.controller = CallController(
             self.policy,
@@ -180,6 +187,8 @@ class Service:
             on_change=self._rearm,
             call_log=call_log,
             recording_factory=recorder.start,
+            storage_full=recorder.storage_full,
+            when_full=config.storage.when_full,
         )
         self.b2bua = B2bua(
             runtimes["external"],
@@ -299,7 +308,7 @@ class Service:
             for item in report.repaired
         ]
         counts = await call_log.reconcile_after_crash(repaired, datetime.now(UTC))
-        if report.repaired or counts["failed"]:
+        if report.repaired or any(counts.values()):
             log.warning("recording.recovered", repaired=len(report.repaired), **counts)
 
     def _rearm(self) -> None:
@@ -362,8 +371,10 @@ class Service:
             self.b2bua.admission = Admission(new.limits)
         self.config = new
         self.policy = policy
+        self.storage.min_free_bytes = new.storage.min_free_bytes
         if self.controller is not None:
             self.controller.policy = policy
+            self.controller.when_full = new.storage.when_full
         log.info("service.reloaded", policy_hash=policy.content_hash[:12])
         self._audit("policy.reload", f"policy:{policy.content_hash[:12]}", "ok")
 

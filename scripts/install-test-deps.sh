@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop tests drive (sipp, baresip, sox, espeak-ng), Debian's
-# age (the sealed-export tests decrypt with it) and Chromium with its driver (console tests).
+# age (the sealed-export tests decrypt with it), Chromium with its driver (console tests) and
+# PostgreSQL (the catalog tests start a throwaway server of their own, tests/pg.py).
 #
 # Idempotent: installs only what is missing. As root: waits for any running
 # apt/dpkg (another installer may be busy with these very packages), re-checks,
@@ -9,7 +10,7 @@
 # locally, and fail under CI=true (tests/interop/conftest.py).
 set -euo pipefail
 
-# tool on PATH -> Debian package providing it
+# tool on PATH (or a PostgreSQL server program, see have_tool) -> Debian package providing it
 declare -A PACKAGE_OF=(
   [sipp]=sip-tester
   [baresip]=baresip-core
@@ -21,16 +22,26 @@ declare -A PACKAGE_OF=(
   [age-keygen]=age
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [initdb]=postgresql
+  [pg_ctl]=postgresql
 )
-TOOLS=(sipp baresip sox espeak-ng systemd-analyze flite age age-keygen chromium chromedriver)
+TOOLS=(sipp baresip sox espeak-ng systemd-analyze flite age age-keygen chromium chromedriver
+  initdb pg_ctl)
 LOCK_WAIT_S=${LOCK_WAIT_S:-900}
+
+have_tool() {
+  # Debian keeps PostgreSQL's server programs (initdb, pg_ctl) under
+  # /usr/lib/postgresql/<version>/bin, off PATH; tests/pg.py looks in the same places.
+  command -v "$1" >/dev/null 2>&1 && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null 2>&1
+}
 
 missing_packages() {
   # Each package once, even when several of its tools are missing (age, age-keygen).
   local tool pkg
   local -A seen=()
   for tool in "${TOOLS[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 && continue
+    have_tool "$tool" && continue
     pkg=${PACKAGE_OF[$tool]}
     [[ -n ${seen[$pkg]:-} ]] && continue
     seen[$pkg]=1

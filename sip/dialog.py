@@ -371,11 +371,17 @@ class Dialog:
         return seq
 
     def _request_uri_and_routes(self) -> tuple[SipUri, list[str]]:
+        # The remote target comes from a Contact, whose ?headers and method parameter have
+        # no place in a Request-URI (RFC 3261 §19.1.1 table 1; a peer answers 400 to them).
+        target = self.remote_target.copy()
+        for name in _NOT_IN_REQUEST_URI:
+            target.params.pop(name, None)
+        target.headers.clear()
         if not self.route_set:
-            return self.remote_target.copy(), []
+            return target, []
         first = self.route_set[0]
         if "lr" in first.uri.params:
-            return self.remote_target.copy(), [str(r) for r in self.route_set]
+            return target, [str(r) for r in self.route_set]
         # Strict router (12.2.1.1): it wants to be the Request-URI, and the
         # real target travels as the last Route.
         uri = first.uri.copy()

@@ -154,7 +154,10 @@ _CHECKED_KEYS = frozenset(
 )  # fmt: skip
 _SINGLE_KEYS = ("from", "to", "call-id", "cseq", "max-forwards", "content-length")
 _MANDATORY_KEYS = ("via", "from", "to", "call-id", "cseq")
-_CL_FRAME_RE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+# HCOLON then SWS, which may fold onto the next line (RFC 3261 §7.3.1): "l:\r\n 12"
+_CL_FRAME_RE = re.compile(
+    rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(?:\r\n[ \t]+)?([^\r\n]*)", re.IGNORECASE
+)
 
 
 def _key_and_name(name: str) -> tuple[str, str]:

@@ -39,6 +39,7 @@ from sip.transaction import (
     RequestReceived,
     ResponseReceived,
     TransactionEvent,
+    TransactionTerminated,
     TransactionTimedOut,
 )
 from sip.uri import NameAddr, SipUri
@@ -130,6 +131,10 @@ class CallPlan:
     # Codec names the B leg may be offered (issue 6: a recorded call uses codecs we decode).
     keep_codecs: tuple[str, ...] | None = None
     detail: Any = None
+    # Refuse the call instead (e.g. 503 while storage is full, issue 20): nothing connects.
+    reject: int | None = None
+    retry_after: int | None = None
+    reject_reason: str = "refused"
 
 
 class CallHooks(Protocol):
@@ -291,11 +296,19 @@ class B2bua:
                 self.counters["bad_requests"] += 1
                 log.warning("sip.bad_request", side=side.name, error=str(exc))
                 if event.key is not None and event.request.method != "ACK":
-                    self._respond(side, event.key, event.request, exc.status_hint, now)
+                    self._respond_bad_request(side, event.key, event.request, exc.status_hint, now)
         elif isinstance(event, ResponseReceived):
-            self._on_response(side, event, now)
+            context = self._clients.get((side.name, event.key)) if event.key else None
+            try:
+                self._on_response(side, event, now)
+            except RemoteProtocolError as exc:
+                self._on_bad_response(side, event, context, exc, now)
         elif isinstance(event, TransactionTimedOut):
             self._on_timeout(side, event, now)
+        elif isinstance(event, TransactionTerminated):
+            # A 2xx leaves its INVITE client transaction to end later (RFC 6026 timer M): what
+            # it was for is forgotten then, or every answered call would leave it behind.
+            self._clients.pop((side.name, event.key), None)
 
     def get_timer(self) -> float | None:
         own = self._timers[0][0] if self._timers else None
@@ -474,6 +487,13 @@ class B2bua:
         self._respond(side, key, request, 100, now)
         if self.hooks is not None:
             call.plan = self.hooks.plan(call, now)
+        if call.plan.reject is not None:
+            response = self._response(request, call.plan.reject, to_tag=call.a.local_tag)
+            if call.plan.retry_after is not None:
+                response.headers.set("Retry-After", str(call.plan.retry_after))
+            self._send_a_final(call, response, now)
+            self._end_call(call, call.plan.reject_reason, now)
+            return
         if call.plan.answer_first and is_sdp(content_type, request.body):
             self._answer_locally(call, media, now)
             return
@@ -660,7 +680,8 @@ class B2bua:
         ):
             self._respond(leg.side, key, request, 200, now)
             return
-        if other.dialog is None or call.state is CallState.ENDED:
+        other_gone = other.dialog is None or other.dialog.state is DialogState.TERMINATED
+        if other_gone or call.state is CallState.ENDED:
             # The other leg does not exist yet (notice playing) or no longer does.
             if method in ("OPTIONS", "INFO", "NOTIFY"):
                 self._respond(leg.side, key, request, 200, now)
@@ -669,13 +690,19 @@ class B2bua:
                 response.headers.set("Retry-After", "2")
                 leg.side.port.send_response(key, response)
             return
+        assert other.dialog is not None
+        body = request.body
+        content_type = request.headers.get("Content-Type")
+        if body and content_type is None and method not in ("INVITE", "UPDATE"):
+            # RFC 3261 §7.4.1: a body needs its Content-Type (an offer without one is SDP)
+            self._respond(leg.side, key, request, 400, now, warning="body without Content-Type")
+            return
         if method == "INVITE":
-            if other.reinvite_pending or leg.reinvite_pending:
+            # The other leg's INVITE (its first one, still early, included) is pending (§14.1).
+            if other.reinvite_pending or leg.reinvite_pending or other.dialog.invite_pending:
                 self._respond(leg.side, key, request, 491, now)
                 return
             other.reinvite_pending = True
-        body = request.body
-        content_type = request.headers.get("Content-Type")
         if method in ("INVITE", "UPDATE") and is_sdp(content_type, body) and call.media is not None:
             try:
                 body, offer = anchor_sdp(
@@ -692,7 +719,7 @@ class B2bua:
         out = other.dialog.create_request(
             method,
             body=body,
-            content_type=content_type if body else None,
+            content_type=(content_type or "application/sdp") if body else None,
             extra_headers=extra,
         )
         out_key = other.side.port.send_request(out, other.peer, other.transport)
@@ -720,6 +747,37 @@ class B2bua:
             self._on_relay_response(context, event.key, response, now)
         # "bye": nothing to relay; the call is already gone.
 
+    def _on_bad_response(
+        self,
+        side: SipSideRuntime,
+        event: ResponseReceived,
+        context: ClientContext | None,
+        exc: RemoteProtocolError,
+        now: float,
+    ) -> None:
+        """A response the dialog layer cannot use (a 2xx without Contact, a To of another
+        scheme...): end what it answers rather than leave the caller's transaction hanging."""
+        response = event.response
+        log.warning("sip.bad_response", side=side.name, status=response.status, error=str(exc))
+        if context is None:
+            return
+        self._clients.pop((side.name, event.key or ""), None)
+        call = context.call
+        if context.kind == "invite" and call.state is not CallState.ENDED:
+            if response.status < 200 and call.b.invite_key is not None:
+                call.b.side.port.cancel_request(call.b.invite_key)
+            if not call.a_final_sent:
+                final = self._response(call.a_invite, 502, to_tag=call.a.local_tag)
+                self._send_a_final(call, final, now)
+                self._end_call(call, "bad response from callee", now)
+            else:
+                self._hangup(call, now, reason="bad response from callee", send_to=("a",))
+        elif context.kind == "relay" and not context.answered:
+            call.leg(context.role).reinvite_pending = False
+            if context.upstream_key is not None and context.upstream_request is not None:
+                up = call.other(context.role)
+                self._respond(up.side, context.upstream_key, context.upstream_request, 502, now)
+
     def _on_stray_response(self, side: SipSideRuntime, response: Response, now: float) -> None:
         if not (200 <= response.status < 300 and response.cseq.method == "INVITE"):
             return
@@ -742,7 +800,12 @@ class B2bua:
             self._on_b_response_after_local_answer(context, response, now)
             return
         if status < 200:
-            if status == 100 or call.a_final_sent:
+            if call.a_final_sent:
+                return
+            # A 100 stops timer B: without the ring timeout, a PBX that says nothing after it
+            # would hold the caller (and the call's media ports) for ever.
+            self._arm_ring_timeout(call, now)
+            if status == 100:
                 return
             if response.to.tag and b.dialog is None:
                 b.dialog = Dialog.from_uac_response(call.b_invite, response)
@@ -828,6 +891,7 @@ class B2bua:
         b = call.b
         status = response.status
         if status == 100:
+            self._arm_ring_timeout(call, now)  # as for a plain call: no silence for ever
             return
         if status < 200:
             if response.to.tag and b.dialog is None:
@@ -1137,6 +1201,20 @@ class B2bua:
         response = make_response(request, status, reason, to_tag=to_tag)
         response.headers.set("Server", self.user_agent)
         return response
+
+    def _respond_bad_request(
+        self, side: SipSideRuntime, key: str, request: Request, status: int, now: float
+    ) -> None:
+        try:
+            self._respond(side, key, request, status, now)
+        except RemoteProtocolError:
+            # The To header itself cannot be read (a URI of another scheme, RFC 4475 §3.3.4):
+            # answer with it as received, tagged as a UAS must (RFC 3261 §8.2.6.2).
+            response = self._response(request, status)
+            to = response.headers.get("To") or ""
+            if ";tag=" not in to.replace(" ", "").lower():
+                response.headers.set("To", f"{to};tag={generate_tag()}")
+            side.port.send_response(key, response)
 
     def _respond(
         self,

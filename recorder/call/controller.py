@@ -6,6 +6,12 @@ answer the caller itself, plays the prompt as paced RTP, listens for a refusal
 (RFC 4733 events, SIP INFO, in-band DTMF) and only then lets the B2BUA call the
 PBX. Whatever the caller answers, the call is served (C5); only a consenting call
 is handed to the recording tap (`recording_factory`).
+
+Full disk (issue 20): before a call the policy records is recorded, `storage_full` is asked.
+When storage is full the call follows `[storage] when_full`: "reject" answers the INVITE
+503 with Retry-After (nothing connects: a service that must never have an unrecorded
+call), "connect_unrecorded" serves it without notice nor recording. Either way the call
+log gets a `recording.skipped` event with the reason, and the log a warning.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ PacketTap = Callable[[bytes, float], None]
 
 # What the recording writer decodes; a call that may be recorded is offered nothing else.
 RECORDABLE_CODECS = ("PCMU", "PCMA", "telephone-event")
+STORAGE_FULL_RETRY_AFTER = 60  # seconds, in the 503 of a call refused for a full disk
 
 
 class ControllableMedia(Protocol):
@@ -93,6 +100,7 @@ class CallState:
     on_demand_requested: bool = False
     paused: bool = False
     recording_refused: bool = False
+    recording_skipped: str | None = None  # why a call to record is not: "disk full"...
     agent: str | None = None
     recording: CallRecordingHandle | None = None
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
@@ -218,6 +226,8 @@ class CallController:
         rng: random.Random | None = None,
         on_change: Callable[[], None] | None = None,
         call_log: CallLog | None = None,
+        storage_full: Callable[[], str | None] | None = None,
+        when_full: str = "connect_unrecorded",
     ) -> None:
         self.policy = policy
         self.policy_dir = policy_dir
@@ -227,10 +237,15 @@ class CallController:
         self.rng = rng or random.Random()
         self.on_change = on_change
         self.call_log = call_log
+        # None while recordings have room, else why not; and what a call to record gets then.
+        self.storage_full = storage_full
+        self.when_full = when_full
         self.b2bua: B2bua | None = None
         self.prompts = PromptCache()
         self.states: dict[str, CallState] = {}
         self.counters = {"refused": 0, "accepted": 0, "notices": 0, "recorded": 0}
+        # Calls to record while storage was full: refused with 503, or connected unrecorded.
+        self.counters.update(storage_rejected=0, storage_unrecorded=0)
         self.voice_unavailable = False
         # (direction, "record" | "no_record") and (outcome, method), for the metrics.
         self.decisions: Counter[tuple[str, str]] = Counter()
@@ -286,6 +301,15 @@ class CallController:
             state.decision = None
         elif decision.record and notice_callee:
             state.consent_role = "b"
+        full = self._full_storage() if decision.record and state.decision is not None else None
+        if full is not None:
+            if self.when_full == "reject":
+                return self._reject_for_storage(call, decision, full)
+            # Served, not recorded: no notice of a recording that will not be made.
+            self._skip_recording(call, state, full)
+            state.decision = None
+            state.consent_role = "a"
+            answer_first = False
         may_record = state.decision is not None and (decision.record or decision.on_demand)
         return CallPlan(
             answer_first=answer_first,
@@ -293,6 +317,43 @@ class CallController:
             keep_codecs=RECORDABLE_CODECS if may_record else None,
             detail=decision,
         )
+
+    def _full_storage(self) -> str | None:
+        return self.storage_full() if self.storage_full is not None else None
+
+    def _reject_for_storage(self, call: Call, decision: Decision, reason: str) -> CallPlan:
+        self.counters["storage_rejected"] += 1
+        log.warning("call.refused_storage_full", call_id=call.id, reason=reason, status=503)
+        if self.call_log is not None:
+            self.call_log.event(
+                call.id,
+                "recording.skipped",
+                self.wall_clock(),
+                {"reason": reason, "when_full": "reject", "status": 503},
+            )
+        return CallPlan(
+            reject=503,
+            retry_after=STORAGE_FULL_RETRY_AFTER,
+            reject_reason=f"storage full: {reason}",
+            detail=decision,
+        )
+
+    def _skip_recording(self, call: Call, state: CallState, reason: str) -> None:
+        """The call goes on without its recording (when_full = "connect_unrecorded")."""
+        if state.recording_skipped is not None:
+            return
+        state.recording_skipped = reason
+        self.counters["storage_unrecorded"] += 1
+        log.warning(
+            "recording.skipped", call_id=call.id, reason=reason, when_full="connect_unrecorded"
+        )
+        if self.call_log is not None:
+            self.call_log.event(
+                call.id,
+                "recording.skipped",
+                self.wall_clock(),
+                {"reason": reason, "when_full": "connect_unrecorded"},
+            )
 
     def on_local_answer(self, call: Call, now: float) -> None:
         state = self.states[call.id]
@@ -489,6 +550,8 @@ class CallController:
             if state.recording is not None:
                 raise ControlError("already recording")
             decision = state.decision
+            if decision is None and state.recording_skipped is not None:
+                raise ControlError(f"not recorded: storage was full ({state.recording_skipped})")
             if decision is None or not (decision.record or decision.on_demand):
                 raise ControlError("the policy does not allow recording this call")
             state.on_demand_requested = True
@@ -496,6 +559,8 @@ class CallController:
                 raise ControlError("the call is not connected yet")
             self._start_recording(call, state, now)
             if state.recording is None:
+                if state.recording_skipped is not None:
+                    raise ControlError(f"storage is full ({state.recording_skipped})")
                 raise ControlError("the policy does not allow recording this call")
             return "recording"
         if action in ("stop", "refuse"):
@@ -521,6 +586,11 @@ class CallController:
 
     def _start_recording(self, call: Call, state: CallState, now: float) -> None:
         if not self._may_record(state) or state.recording is not None:
+            return
+        full = self._full_storage()
+        if full is not None:
+            # Full since the call arrived (or an on-demand start): it is connected; it goes on.
+            self._skip_recording(call, state, full)
             return
         if self.recording_factory is not None:
             state.recording = self.recording_factory(call, state, now)

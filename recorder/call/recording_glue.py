@@ -4,11 +4,20 @@ The writer process (recorder.recording.writer) owns the files; this module decid
 their directory and name from the policy (N1, N2), attaches the taps to the call's two
 media legs (left = the external party, right = the agent side) and reports the outcome
 to the call log with the policy's expiry (D1-D5).
+
+Full disk (issue 20): it owns the `StorageSpace` of `storage.dir`. `storage_full()` is what
+the controller asks before a call is recorded; the writer's `on_disk_full` (a recording the
+disk stopped) marks the disk full at once. Each flip is logged once: `storage.full` (error),
+`storage.recovered`; while full, the space is measured again every `RECHECK_SECONDS` so that
+the recovery is seen (and the metrics say so) without waiting for a call. A file the disk
+cut short is logged `recording.truncated` (warning) and catalogued `interrupted` with a
+`recording.truncated` call event that gives the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +29,8 @@ from recorder.call.controller import CallState
 from recorder.media.relay import MediaLeg
 from recorder.ops.logs import get_logger
 from recorder.policy import Policy
-from recorder.recording.naming import day_directory, render_stem
+from recorder.recording.naming import SUFFIX, day_directory, render_stem
+from recorder.recording.space import SpaceChange, StorageSpace
 from recorder.recording.tap import CallRecording
 from recorder.recording.writer import RecordingResult, RecordingWriterClient
 
@@ -35,6 +45,7 @@ PLACEMENT_COUNTERS = (
 )
 
 LegsOf = Callable[[Call], tuple[MediaLeg, MediaLeg] | None]  # (leg A, leg B)
+RECHECK_SECONDS = 5.0  # while the disk is full, how often its free space is measured again
 
 
 class ActiveRecording:
@@ -72,6 +83,9 @@ class Recorder:
         policy: Callable[[], Policy],
         legs_of: LegsOf,
         wall_clock: Callable[[], datetime],
+        *,
+        space: StorageSpace | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.call_log = call_log
@@ -79,8 +93,67 @@ class Recorder:
         self.policy = policy
         self.legs_of = legs_of
         self.wall_clock = wall_clock
+        self.space = space
+        self.clock = clock
         self.arrivals: dict[str, datetime] = {}
         self.active: dict[str, ActiveRecording] = {}
+        self._recheck: asyncio.TimerHandle | None = None
+        if space is not None:
+            client.on_disk_full = self.disk_full
+
+    # ------------------------------------------------------------------ full disk
+    def storage_full(self) -> str | None:
+        """None while a new recording has room; else why not ("disk full", ...)."""
+        space = self.space
+        if space is None:
+            return None
+        self._space_changed(space.poll(self.clock()))
+        return space.reason if space.full else None
+
+    def disk_full(self, call_id: str, reason: str) -> None:
+        """The writer found no room for `call_id`'s file (its `on_disk_full`)."""
+        if self.space is not None:
+            self._space_changed(self.space.report_full(self.clock(), reason), call_id)
+
+    def _space_changed(self, change: SpaceChange | None, call_id: str | None = None) -> None:
+        if change is None or self.space is None:
+            return
+        space = self.space
+        if change.full:
+            log.error(
+                "storage.full",
+                dir=str(space.directory),
+                reason=change.reason,
+                free_bytes=change.free_bytes,
+                min_free_bytes=space.min_free_bytes,
+                call_id=call_id,
+            )
+            self._schedule_recheck()
+        else:
+            log.warning(
+                "storage.recovered",
+                dir=str(space.directory),
+                free_bytes=change.free_bytes,
+                was=change.reason,
+                full_seconds=None if change.full_seconds is None else round(change.full_seconds, 1),
+            )
+
+    def _schedule_recheck(self) -> None:
+        if self._recheck is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a unit test): the next call measures again
+        self._recheck = loop.call_later(RECHECK_SECONDS, self._on_recheck)
+
+    def _on_recheck(self) -> None:
+        self._recheck = None
+        if self.space is None or not self.space.full:
+            return
+        self.storage_full()
+        if self.space.full:
+            self._schedule_recheck()
 
     def start(self, call: Call, state: CallState, now: float) -> ActiveRecording | None:
         legs = self.legs_of(call)
@@ -103,11 +176,25 @@ class Recorder:
         recording = CallRecording(
             self.client, call.id, external=external, agent=agent, directory=directory, stem=stem
         )
-        opened = recording.start()
+        # The row first, the file second (issue 20: a SIGKILL between the writer's claim and
+        # the row left a file no row named): the taps hold the audio until the row is
+        # written. The writer's first choice of name; it takes the next free one (-2...)
+        # if that is taken, and `_opened` then corrects the row.
+        intended = directory / f"{stem}{SUFFIX}"
+        ready = None
+        if self.call_log is not None:
+            ready = self.call_log.recording_started(
+                call.id,
+                name=intended.name,
+                path=str(intended),
+                format="pcm16",
+                at=self.wall_clock(),
+            )
+        opened = recording.start(ready)
         self.arrivals[call.id] = state.arrived
         active = ActiveRecording(self, call, recording)
         self.active[call.id] = active
-        opened.add_done_callback(lambda done: self._opened(call, done))
+        opened.add_done_callback(lambda done: self._opened(call, done, intended))
         log.info("recording.started", call_id=call.id, name=stem)
         return active
 
@@ -130,15 +217,13 @@ class Recorder:
                 call.id, at=self.wall_clock(), reason="refused during the call (C5)"
             )
 
-    def _opened(self, call: Call, done: asyncio.Future[Path | None]) -> None:
+    def _opened(self, call: Call, done: asyncio.Future[Path | None], intended: Path) -> None:
         path = done.result() if not done.cancelled() and done.exception() is None else None
         if path is None:
             log.error("recording.open_failed", call_id=call.id)
             return
-        if self.call_log is not None:
-            self.call_log.recording_started(
-                call.id, name=path.name, path=str(path), format="pcm16", at=self.wall_clock()
-            )
+        if self.call_log is not None and path != intended:
+            self.call_log.recording_opened(call.id, name=path.name, path=str(path))
 
     def finished(self, call: Call, done: asyncio.Future[RecordingResult]) -> None:
         active = self.active.pop(call.id, None)
@@ -163,6 +248,7 @@ class Recorder:
                 "pauses": [list(p) for p in f.pauses],
                 "state": f.state,
                 "format": f.format,
+                "reason": f.reason,
             }
             for f in result.files
         ]
@@ -183,6 +269,18 @@ class Recorder:
                 dropped=result.dropped_packets,
                 **placement,
             )
+            if f.state == "truncated":
+                # The call went on; its recording stopped where the disk did (kept, playable).
+                log.warning(
+                    "recording.truncated",
+                    call_id=call.id,
+                    name=info["name"],
+                    reason=f.reason,
+                    duration=round(info["duration"], 3),
+                    size=info["size"],
+                    sha256=info["sha256"][:16],
+                )
+                self.disk_full(call.id, f.reason or "disk full")
         if result.error:
             log.error("recording.incomplete", call_id=call.id, error=result.error)
         if self.call_log is not None:

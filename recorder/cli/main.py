@@ -8,6 +8,7 @@ from pathlib import Path
 
 from recorder.cli.access import add_access_commands
 from recorder.cli.catalog import add_catalog_commands
+from recorder.cli.catalog_verify import add_catalog_verify_commands
 from recorder.cli.common import config_path
 from recorder.cli.console import add_console_commands
 from recorder.cli.ctl import add_ctl_commands
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     add_policy_commands(policy_commands)
     add_catalog_commands(commands)
+    add_catalog_verify_commands(commands)
     add_ctl_commands(commands)
     add_retention_commands(commands)
     add_people_commands(commands)

@@ -130,6 +130,17 @@ class WriterView(Protocol):
     def stats(self) -> Mapping[str, int]: ...
 
 
+class StorageView(Protocol):
+    """`recorder.recording.space.StorageSpace`: storage.dir's free space, as last measured."""
+
+    @property
+    def full(self) -> bool: ...
+    @property
+    def free_bytes(self) -> int | None: ...
+    @property
+    def became_full(self) -> int: ...
+
+
 class EndpointView(Protocol):
     # ("in" | "out", method, status) -> messages; status 0 for requests, and for
     # responses the method is the one of their CSeq.
@@ -155,6 +166,8 @@ class ServiceView(Protocol):
     # kind ("recordings", "calls", ...) -> rows or files the retention purge deleted.
     @property
     def purge_deleted(self) -> Mapping[str, int]: ...
+    @property
+    def storage(self) -> StorageView | None: ...
 
 
 # --- ended calls' media ------------------------------------------------------------------------
@@ -418,7 +431,13 @@ class RecorderCollector(Collector):
         )
         files.add_metric(["complete"], stats.get("files_complete", 0))
         files.add_metric(["interrupted"], stats.get("files_interrupted", 0))
+        files.add_metric(["truncated"], stats.get("files_truncated", 0))
         yield files
+        yield _counter(
+            "recorder_recordings_truncated",
+            "Recordings cut short by a full disk (kept up to there, catalogued with the reason).",
+            stats.get("recordings_truncated", 0),
+        )
         yield _counter(
             "recorder_recording_bytes_written",
             "Bytes of finalized WAV files.",
@@ -440,6 +459,36 @@ class RecorderCollector(Collector):
         yield _counter(
             "recorder_writer_restarts", "Writer process restarts.", stats.get("restarts", 0)
         )
+        yield from self._storage()
+
+    def _storage(self) -> Iterator[Metric]:
+        storage = self.service.storage
+        yield _gauge(
+            "recorder_storage_full",
+            "1 while storage.dir counts as full (below storage.min_free_mb, or out of space).",
+            1 if storage is not None and storage.full else 0,
+        )
+        yield _counter(
+            "recorder_storage_full_events",
+            "Times storage.dir became full.",
+            storage.became_full if storage is not None else 0,
+        )
+        if storage is not None and storage.free_bytes is not None:
+            yield _gauge(
+                "recorder_storage_free_bytes",
+                "Bytes free in storage.dir at the last measure.",
+                storage.free_bytes,
+            )
+        controller = self.service.controller
+        counters: Mapping[str, int] = controller.counters if controller is not None else {}
+        skipped = CounterMetricFamily(
+            "recorder_calls_storage_full",
+            "Calls to record while storage was full: refused (503) or connected unrecorded.",
+            labels=["action"],
+        )
+        skipped.add_metric(["rejected"], counters.get("storage_rejected", 0))
+        skipped.add_metric(["unrecorded"], counters.get("storage_unrecorded", 0))
+        yield skipped
 
     def _sip(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(

@@ -157,6 +157,30 @@ def repair_part(part: Path, final: Path | None = None) -> RepairedRecording:
     )
 
 
+def describe_published(path: Path) -> RepairedRecording:
+    """What a final file holds, read without changing it.
+
+    For a file the writer had closed and renamed into place when the service died, before
+    the catalog heard of it: its header is right (libsndfile closed it), so only the sizes
+    are read; OSError or ValueError if it is not there or not a WAV.
+    """
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_READ)
+        length = os.fstat(f.fileno()).st_size
+    layout = parse_layout(head)
+    (declared,) = struct.unpack_from("<I", head, layout.data_offset - 4)
+    frames = min(declared, max(0, length - layout.data_offset)) // layout.block_align
+    return RepairedRecording(
+        path=path,
+        part=path,
+        sha256=file_sha256(path),
+        size=length,
+        duration_s=frames / layout.rate,
+        frames=frames,
+        format=layout.format,
+    )
+
+
 def find_parts(storage_dir: Path) -> list[Path]:
     return sorted(p for p in storage_dir.rglob(f"*{SUFFIX}{PART_SUFFIX}") if p.is_file())
 

@@ -9,6 +9,13 @@ before (DTMF swallowing is the service's business).
 A leg that already has a tap (the consent listener) keeps it: ours is
 chained after it, and on detach the previous tap is put back if nobody has
 replaced ours meanwhile.
+
+`start(ready=...)` defers the file: the taps hold packets (and pauses) from
+`start` on, and the writer is asked to open the file only once `ready` is
+done (the catalog row that names it is written: a crash must never leave a
+file without a row, issue 20), or after `HOLD_SECONDS` whatever happens.
+What was held is then handed to the writer with its arrival times, so the
+recording still begins at `start`.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Final, Protocol
 
 from recorder.recording.writer import (
     PacketTap,
@@ -29,6 +36,7 @@ from recorder.recording.writer import (
 
 LEFT = 0  # the external party
 RIGHT = 1  # the agent / extension side
+HOLD_SECONDS: Final = 2.0  # the longest a file waits for its `ready` (the catalog may be slow)
 
 
 class TappableLeg(Protocol):
@@ -86,45 +94,118 @@ class CallRecording:
         self._handle: RecordingHandle | None = None
         self._attachments: list[_Attachment] = []
         self.paused = False
+        # While the file waits for `ready`: what the taps got, and what start/stop promised.
+        self._held: list[tuple[int, bytes, float] | tuple[str, float]] | None = None
+        self._opened: asyncio.Future[Path | None] | None = None
+        self._stop_at: float | None = None
+        self._stopped: asyncio.Future[RecordingResult] | None = None
 
     @property
     def started(self) -> bool:
         return self._handle is not None
 
-    def start(self) -> asyncio.Future[Path | None]:
-        """Open the file and tap both legs; resolves to the final path (None if it failed)."""
-        if self._handle is None:
-            self._handle = self._client.open(
-                self.call_id, directory=self._directory, stem=self._stem, format=self._format
-            )
-            if not self.paused:
-                self._attach()
-        return self._handle.opened
+    def start(self, ready: asyncio.Future[Any] | None = None) -> asyncio.Future[Path | None]:
+        """Tap both legs and open the file (once `ready` is done, if given); resolves to the
+        final path (None if it failed)."""
+        if self._handle is not None:
+            return self._handle.opened
+        if self._opened is not None:
+            return self._opened
+        if ready is None or ready.done():
+            self._open()
+            assert self._handle is not None
+            return self._handle.opened
+        loop = ready.get_loop()
+        self._opened = loop.create_future()
+        self._held = []
+        if not self.paused:
+            self._attach()
+        ready.add_done_callback(lambda _done: self._open())
+        loop.call_later(HOLD_SECONDS, self._open)
+        return self._opened
+
+    def _open(self) -> None:
+        if self._handle is not None:
+            return
+        self._detach()  # the holding taps, if any
+        handle = self._client.open(
+            self.call_id, directory=self._directory, stem=self._stem, format=self._format
+        )
+        self._handle = handle
+        for item in self._held or ():
+            if len(item) == 3:
+                handle.add(*item)
+            elif item[0] == "pause":
+                handle.pause(item[1])
+            else:
+                handle.resume(item[1])
+        self._held = None
+        if self._opened is not None:
+            _chain(handle.opened, self._opened)
+        if self._stopped is not None:
+            assert self._stop_at is not None
+            _chain(handle.close(self._stop_at), self._stopped)
+        elif not self.paused:
+            self._attach()
 
     def pause(self, at: float | None = None) -> None:
         """Paused time becomes silence; no packet is copied meanwhile."""
-        if self.paused or self._handle is None or self._handle.closing:
+        if self.paused or self._closing:
+            return
+        when = self._clock() if at is None else at
+        if self._handle is None:
+            if self._held is None:
+                return
+            self._held.append(("pause", when))
+            self.paused = True
+            self._detach()
             return
         self.paused = True
         self._detach()
-        self._handle.pause(self._clock() if at is None else at)
+        self._handle.pause(when)
 
     def resume(self, at: float | None = None) -> None:
-        if not self.paused or self._handle is None or self._handle.closing:
+        if not self.paused or self._closing:
+            return
+        when = self._clock() if at is None else at
+        if self._handle is None:
+            if self._held is None:
+                return
+            self._held.append(("resume", when))
+            self.paused = False
+            self._attach()
             return
         self.paused = False
-        self._handle.resume(self._clock() if at is None else at)
+        self._handle.resume(when)
         self._attach()
 
     def stop(self, at: float | None = None) -> asyncio.Future[RecordingResult]:
         """Detach, finish and finalize; resolves once the writer has renamed and hashed the file."""
         if self._handle is None:
-            raise RuntimeError("recording was never started")
+            if self._opened is None:
+                raise RuntimeError("recording was never started")
+            # Still waiting for `ready`: the file is opened then, and closed at once.
+            if self._stopped is None:
+                self._detach()
+                self._stop_at = self._clock() if at is None else at
+                self._stopped = self._opened.get_loop().create_future()
+            return self._stopped
         self._detach()
         return self._handle.close(self._clock() if at is None else at)
 
+    @property
+    def _closing(self) -> bool:
+        if self._handle is None:
+            return self._stopped is not None
+        return self._handle.closing
+
     def _attach(self) -> None:
-        assert self._handle is not None
+        if self._handle is None:
+            held = self._held
+            assert held is not None
+            for leg, channel in self._legs:
+                self._attachments.append(_Attachment(leg, _holding(held, channel)))
+            return
         for leg, channel in self._legs:
             self._attachments.append(_Attachment(leg, self._handle.tap(channel)))
 
@@ -137,3 +218,26 @@ class CallRecording:
     @property
     def dropped_packets(self) -> int:
         return 0 if self._handle is None else self._handle.dropped
+
+
+def _holding(held: list[tuple[int, bytes, float] | tuple[str, float]], channel: int) -> PacketTap:
+    def on_packet(data: bytes, arrival: float) -> None:
+        held.append((channel, bytes(data), arrival))
+
+    return on_packet
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    """`target` gets `source`'s outcome."""
+
+    def copy(done: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+        elif (error := done.exception()) is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)

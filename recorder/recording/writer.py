@@ -21,6 +21,17 @@ Files: `NAME.wav.part` is claimed with O_EXCL, mode 0640, in a 0750 day
 directory (see `naming`), written by libsndfile as each batch comes (it keeps
 no user-space buffer, so what it wrote survives the writer's death), closed,
 fsynced, then linked to its final name (never replacing a file) and hashed.
+libsndfile writes through `_Sink` (its virtual I/O) rather than the bare
+descriptor: its own descriptor I/O reports a failed write as "System error",
+where the sink keeps the `OSError`, so that a full disk is told apart.
+
+Full disk (ENOSPC, EDQUOT): that call's recording stops where the disk
+stopped it, and nothing else does. What was written stays; the writer tells
+the client at once (`full`), and at the call's close the `.part` gets a header
+that matches what it holds (`repair.fix_header`), is fsynced, published and
+hashed like any file, and reported `truncated` with the reason. Every other
+call meets the full disk on its own next write, and is handled the same way;
+the writer serves on (a call opened once there is room again is written).
 
 Writer death (crash, OOM kill): the client sees EOF on the pipe, starts a new
 writer, has it repair each open call's `.part` into a final file reported as
@@ -39,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import multiprocessing
 import os
 import pickle
@@ -63,13 +75,25 @@ from recorder.recording.repair import file_sha256, repair_part
 from recorder.recording.timeline import CLOCK_RATE, RECORD, StereoTimeline
 
 RecordingFormat = Literal["pcm16", "ulaw", "alaw"]
-RecordingState = Literal["complete", "interrupted"]
+# truncated: the disk filled mid-call; the file holds the call up to then, and plays.
+RecordingState = Literal["complete", "interrupted", "truncated"]
 PacketTap = Callable[[bytes, float], None]
+WriteFn = Callable[[int, memoryview], int]  # os.write's signature; tests pass a failing one
 
 
 FORMATS: Final[dict[str, str]] = {"pcm16": "PCM_16", "ulaw": "ULAW", "alaw": "ALAW"}
 _FRAME_HEADER: Final = struct.Struct("!i")
 _READ_SIZE: Final = 1 << 16
+DISK_FULL: Final = "disk full"
+# Errors that mean "no room", as opposed to a broken disk: the file is truncated, not failed.
+_NO_ROOM: Final = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: "disk quota exceeded"}
+
+
+def no_room_reason(error: BaseException | None) -> str | None:
+    """Why `error` means no room left ("disk full", "disk quota exceeded"), else None."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return _NO_ROOM.get(error.errno)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +109,7 @@ class RecordingFile:
     # Paused intervals, seconds from the start of this file.
     pauses: tuple[tuple[float, float], ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
-    reason: str | None = None  # why the file is interrupted
+    reason: str | None = None  # why the file is interrupted or truncated
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,34 +125,95 @@ class RecordingResult:
     def complete(self) -> bool:
         return self.error is None and all(f.state == "complete" for f in self.files)
 
+    @property
+    def truncated(self) -> bool:
+        """A file of the call was cut short by a full disk."""
+        return any(f.state == "truncated" for f in self.files)
+
 
 # --- process side -----------------------------------------------------------
 
 
+class _Sink:
+    """The file object libsndfile writes a `.part` through (soundfile's virtual I/O).
+
+    Writes go to the descriptor with `write` (os.write), whole or as far as the
+    disk takes them; the first `OSError` is kept in `error` and the short count
+    returned, which libsndfile and soundfile report as a failed write.
+    """
+
+    __slots__ = ("_write", "error", "fd")
+
+    def __init__(self, fd: int, write: WriteFn = os.write) -> None:
+        self.fd = fd
+        self._write = write
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                written = self._write(self.fd, view[done:])
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if self.error is None:
+                    self.error = exc
+                break
+            if written <= 0:
+                break
+            done += written
+        return done
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return os.lseek(self.fd, offset, whence)
+
+    def tell(self) -> int:
+        return os.lseek(self.fd, 0, os.SEEK_CUR)
+
+    def read(self, size: int) -> bytes:  # soundfile asks for it; never used in write mode
+        return os.read(self.fd, size)
+
+
 class _Call:
-    __slots__ = ("error", "fd", "file", "final", "format", "part", "timeline")
+    __slots__ = ("error", "fd", "file", "final", "format", "part", "sink", "timeline", "truncated")
 
     def __init__(
-        self, fd: int, part: Path, final: Path, fmt: str, timeline: StereoTimeline
+        self, sink: _Sink, part: Path, final: Path, fmt: str, timeline: StereoTimeline
     ) -> None:
-        self.fd = fd
+        self.sink = sink
+        self.fd = sink.fd
         self.part = part
         self.final = final
         self.format = fmt
         self.timeline = timeline
         self.error: str | None = None
+        self.truncated: str | None = None  # why the disk stopped this file ("disk full")
         self.file: sf.SoundFile | None = sf.SoundFile(
-            fd, "w", CLOCK_RATE, 2, FORMATS[fmt], format="WAV", closefd=False
+            sink, "w", CLOCK_RATE, 2, FORMATS[fmt], format="WAV"
         )
 
     def write(self, block: np.ndarray[Any, Any]) -> None:
         if not len(block) or self.file is None:
             return
+        failure: BaseException | None = None
         try:
             self.file.write(block)
-        except (OSError, RuntimeError) as exc:  # soundfile raises RuntimeError on libsndfile errors
-            self.error = f"write failed: {exc}"
-            self._abandon()
+        # soundfile raises RuntimeError on libsndfile errors, AssertionError on a short write.
+        except (OSError, RuntimeError, AssertionError) as exc:
+            failure = exc
+        if self.sink.error is not None or failure is not None:
+            self._failed(self.sink.error or failure)
+
+    def _failed(self, error: BaseException | None) -> None:
+        """No more writes to this file: a full disk truncates it, anything else breaks it."""
+        reason = no_room_reason(error)
+        if reason is not None:
+            self.truncated = self.truncated or reason
+        else:
+            self.error = self.error or f"write failed: {error}"
+        self._abandon()
 
     def _abandon(self) -> None:
         if self.file is not None:
@@ -142,6 +227,8 @@ class _Call:
             if self.file is not None:
                 self.file.close()
                 self.file = None
+                if self.sink.error is not None and self.truncated is None and self.error is None:
+                    self._failed(self.sink.error)
             os.fsync(self.fd)
         finally:
             os.close(self.fd)
@@ -150,8 +237,9 @@ class _Call:
 class _Writer:
     """The process's state: open calls by id, and the pipe to answer on."""
 
-    def __init__(self, conn: Connection, finalizers: int = 4) -> None:
+    def __init__(self, conn: Connection, finalizers: int = 4, write: WriteFn = os.write) -> None:
         self.conn = conn
+        self.write = write
         self.calls: dict[str, _Call] = {}
         # Closing a call costs two fsyncs (~25 ms on a virtual disk) and a
         # read-back for the SHA-256; done inline, 100 calls ending together
@@ -189,18 +277,38 @@ class _Writer:
         try:
             fd, part, final = claim(Path(directory), stem)
         except (OSError, ValueError) as exc:
+            self._no_room(call_id, exc)
             self.reply("failed", call_id, f"cannot create file: {exc}")
             return
+        sink = _Sink(fd, self.write)
+        call: _Call | None = None
         try:
-            call = _Call(fd, part, final, fmt, StereoTimeline(jitter_window=jitter))
+            call = _Call(sink, part, final, fmt, StereoTimeline(jitter_window=jitter))
+            if sink.error is not None:  # libsndfile does not fail on a header it could not write
+                raise sink.error
         except Exception as exc:
+            if call is not None:
+                call._abandon()
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(part)
-            self.reply("failed", call_id, f"cannot open writer: {exc}")
+            self._no_room(call_id, sink.error)
+            self.reply("failed", call_id, f"cannot open writer: {sink.error or exc}")
             return
         self.calls[call_id] = call
         self.reply("opened", call_id, str(part), str(final))
+
+    def _no_room(self, call_id: str, error: BaseException | None) -> None:
+        reason = no_room_reason(error)
+        if reason is not None:
+            self.reply("full", call_id, reason)
+
+    def _write(self, call_id: str, call: _Call, block: np.ndarray[Any, Any]) -> None:
+        """Write `block`; the first time the disk refuses, say so at once (`full`)."""
+        already = call.truncated
+        call.write(block)
+        if call.truncated is not None and already is None:
+            self.reply("full", call_id, call.truncated)
 
     def tick(self, now: float, batch: dict[str, bytes]) -> None:
         calls = self.calls
@@ -209,16 +317,16 @@ class _Writer:
             if call is None or call.file is None:
                 continue
             call.timeline.add_records(raw)
-        for call in calls.values():
+        for call_id, call in calls.items():
             if call.file is not None:
-                call.write(call.timeline.flush(now))
+                self._write(call_id, call, call.timeline.flush(now))
 
     def close(self, call_id: str, at: float) -> None:
         call = self.calls.pop(call_id, None)
         if call is None:
             self.reply("failed", call_id, "not open in this writer")
             return
-        call.write(call.timeline.finish(at))
+        self._write(call_id, call, call.timeline.finish(at))
         self.pool.submit(self._finalize, call_id, call)
 
     def _finalize(self, call_id: str, call: _Call) -> None:
@@ -232,10 +340,18 @@ class _Writer:
         try:
             call.close_file()
         except OSError as exc:
-            call.error = call.error or f"close failed: {exc}"
+            # fsync can be where a full disk shows (delayed allocation): fsynced what could be.
+            reason = no_room_reason(exc)
+            if reason is not None:
+                call.truncated = call.truncated or reason
+            else:
+                call.error = call.error or f"close failed: {exc}"
         if call.error is not None:
             # What did reach the disk is still worth keeping.
             self.recover(call_id, call.part, call.final, reason=call.error)
+            return
+        if call.truncated is not None:
+            self._truncated(call_id, call, call.truncated)
             return
         try:
             path = publish(call.part, call.final)
@@ -252,6 +368,28 @@ class _Writer:
         except OSError as exc:
             self.reply("failed", call_id, f"finalize failed: {exc}")
             return
+        self.reply("finalized", call_id, info)
+
+    def _truncated(self, call_id: str, call: _Call, reason: str) -> None:
+        """The disk filled: keep what it took, with a header that says so, hashed as it is."""
+        try:
+            repaired = repair_part(call.part, call.final)
+        except (OSError, ValueError) as exc:
+            self.reply("failed", call_id, f"{reason}; finalizing {call.part} failed: {exc}")
+            return
+        timeline = call.timeline
+        end = repaired.duration_s
+        info = RecordingFile(
+            path=repaired.path,
+            sha256=repaired.sha256,
+            size=repaired.size,
+            duration_s=end,
+            format=repaired.format,
+            state="truncated",
+            pauses=tuple((a, min(b, end)) for a, b in timeline.pauses() if a < end),
+            stats=_stats(timeline),
+            reason=reason,
+        )
         self.reply("finalized", call_id, info)
 
     def recover(self, call_id: str, part: Path, final: Path, reason: str | None = None) -> None:
@@ -303,7 +441,7 @@ class _Writer:
         for call in self.calls.values():
             call.write(call.timeline.finish(time.monotonic()))
             with contextlib.suppress(OSError):
-                call.close_file()
+                call.close_file()  # a truncated .part is repaired at start-up like any other
         self.calls.clear()
         self.pool.shutdown(wait=True)  # calls already closing still finish
 
@@ -324,13 +462,13 @@ def _stats(timeline: StereoTimeline) -> dict[str, int]:
     }
 
 
-def writer_main(conn: Connection) -> None:
-    """Entry point of the writer process."""
+def writer_main(conn: Connection, write: WriteFn = os.write) -> None:
+    """Entry point of the writer process (`write`: how file bytes are written; for tests)."""
     # The service owns shutdown: Ctrl-C or systemd's SIGTERM to the process
     # group must not cut files short; the writer ends when its pipe closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    writer = _Writer(conn)
+    writer = _Writer(conn, write=write)
     while True:
         try:
             raw = conn.recv_bytes()
@@ -362,7 +500,8 @@ class RecordingHandle:
         self.error: str | None = None
         self.dropped = 0
         self.closing = False
-        self.active = True  # False once the writer could not open a file for it
+        self.active = True  # False once the writer could not open a file for it, or the disk filled
+        self.truncated: str | None = None  # the writer's "full": why its file stopped growing
         self.awaiting = 0  # finalized/failed answers still due from the writer
         self._client = client
         loop = client.loop
@@ -422,7 +561,10 @@ class RecordingWriterClient:
         restart_window: float = 60.0,
         mp_context: str = "spawn",
         loop: asyncio.AbstractEventLoop | None = None,
+        write: WriteFn | None = None,
     ) -> None:
+        """`write`: a picklable stand-in for os.write in the writer process (tests: a full
+        disk on demand)."""
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.batch_interval = batch_interval
         self.max_buffer_bytes = max_buffer_bytes
@@ -432,6 +574,7 @@ class RecordingWriterClient:
         # A SpawnContext or ForkServerContext: both start a fresh interpreter,
         # which inherits neither the loop's threads nor its sockets.
         self._context: Any = multiprocessing.get_context(mp_context)
+        self._write = write
         self._handles: dict[str, RecordingHandle] = {}
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
@@ -447,6 +590,8 @@ class RecordingWriterClient:
         self._stopped: asyncio.Future[None] | None = None
         self.closed = False
         self.failed: str | None = None
+        # Called (call id, reason) the moment the writer finds no room left for a call's file.
+        self.on_disk_full: Callable[[str, str], None] | None = None
         # Counters for the service's stats.
         self.bytes_sent = 0
         self.dropped_packets = 0
@@ -457,6 +602,9 @@ class RecordingWriterClient:
         self.recordings_failed = 0
         self.files_complete = 0
         self.files_interrupted = 0
+        self.files_truncated = 0
+        self.recordings_truncated = 0
+        self.disk_full_events = 0  # `full` answers: calls whose file the disk stopped
         self.bytes_written = 0
 
     # --- lifecycle ------------------------------------------------------------
@@ -466,8 +614,9 @@ class RecordingWriterClient:
 
     def _spawn(self) -> None:
         parent, child = self._context.Pipe(duplex=True)
+        args = (child,) if self._write is None else (child, self._write)
         process = self._context.Process(
-            target=writer_main, args=(child,), name="recorder-writer", daemon=True
+            target=writer_main, args=args, name="recorder-writer", daemon=True
         )
         process.start()
         child.close()  # so that the writer's death reads as EOF here
@@ -666,18 +815,30 @@ class RecordingWriterClient:
             handle.final = Path(message[3])
             if not handle.opened.done():
                 handle.opened.set_result(handle.final)
+        elif kind == "full":
+            # The disk took no more of this call's file: stop shipping its packets (its close
+            # still finalizes what was written, as truncated).
+            reason: str = message[2]
+            self.disk_full_events += 1
+            handle.truncated = handle.truncated or reason
+            handle.active = False
+            handle._discard()
+            if self.on_disk_full is not None:
+                self.on_disk_full(handle.call_id, reason)
         elif kind == "finalized":
             info: RecordingFile = message[2]
             handle.files.append(info)
             if info.state == "complete":
                 self.files_complete += 1
+            elif info.state == "truncated":
+                self.files_truncated += 1
             else:
                 self.files_interrupted += 1
             self.bytes_written += info.size
             self._answered(handle)
         elif kind == "failed":
-            reason: str = message[2]
-            handle.error = handle.error or reason
+            error: str = message[2]
+            handle.error = handle.error or error
             if not handle.opened.done():
                 handle.opened.set_result(None)
             if handle.awaiting:
@@ -706,6 +867,8 @@ class RecordingWriterClient:
                 self.recordings_complete += 1
             else:
                 self.recordings_failed += 1
+            if result.truncated:
+                self.recordings_truncated += 1
             handle.result.set_result(result)
 
     def _fail(self, handle: RecordingHandle, reason: str) -> None:
@@ -770,5 +933,8 @@ class RecordingWriterClient:
             "recordings_failed": self.recordings_failed,
             "files_complete": self.files_complete,
             "files_interrupted": self.files_interrupted,
+            "files_truncated": self.files_truncated,
+            "recordings_truncated": self.recordings_truncated,
+            "disk_full_events": self.disk_full_events,
             "bytes_written": self.bytes_written,
         }

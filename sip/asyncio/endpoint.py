@@ -198,7 +198,10 @@ class SipEndpoint:
         try:
             self._layer.receive(msg, source, transport, self._now())
         except RemoteProtocolError as exc:
-            self._answer_error(exc, msg.serialize(), source, transport)
+            # A response is never answered (and one with a status past 699 does not
+            # serialize): only a request's bytes are needed to build the error answer.
+            data = msg.serialize() if isinstance(msg, Request) else b""
+            self._answer_error(exc, data, source, transport)
         self._process()
 
     def _on_parse_error(

@@ -13,6 +13,7 @@ from typing import cast
 from sip.errors import RemoteProtocolError
 from sip.message import Headers, Message, Response, StreamParser, generate_tag, parse_message
 from sip.transaction import Address
+from sip.uri import is_token
 
 __all__ = [
     "TcpConnection",
@@ -54,14 +55,21 @@ def error_response(data: bytes, status: int) -> bytes | None:
     answer and the message is dropped."""
     head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode("utf-8", "replace")
     start, *lines = _unfolded_header_lines(head)
-    parts = start.split(" ")
-    # A malformed *response* is never answered, nor is garbage without a request line.
-    if len(parts) < 3 or not parts[2].upper().startswith("SIP/") or parts[0].startswith("SIP/"):
+    parts = start.split()
+    # A malformed *response* is never answered, nor is garbage without a request line. The
+    # request line may be malformed itself: extra LWS (RFC 4475 lwsstart, lwsruri) too.
+    if (
+        len(parts) < 3
+        or parts[0].upper().startswith("SIP/")
+        or not any(part.upper().startswith("SIP/") for part in parts[2:])
+    ):
         return None
     items: list[tuple[str, str]] = []
     for line in lines:
         name, sep, value = line.partition(":")
-        if sep and name.strip() and " " not in name.strip():
+        # A line whose name is no token or whose value holds a bare CR cannot be a header
+        # (that may be why the request is malformed): skip it, Headers would refuse it.
+        if sep and is_token(name.strip()) and "\r" not in value:
             items.append((name.strip(), value.strip()))
     parsed = Headers(items)
     if not all(name in parsed for name in _NEEDED):

@@ -36,9 +36,9 @@ address = "127.0.0.1"
 ports = "{media_first}-{media_last}"
 
 [storage]
-dir = "{storage}/recordings"
-database = "sqlite:///{storage}/recorder.db"
-"""
+dir = "{recordings}"
+database = "{database}"
+{storage_extra}"""
 
 
 @dataclass
@@ -170,8 +170,14 @@ def running_recorder(
     drain_seconds: float = 2,
     policy_extra: str = "",
     access_socket: Path | None = None,
+    storage_dir: Path | None = None,
+    storage_extra: str = "",
+    database: str | None = None,
 ) -> Iterator[RecorderProcess]:
-    """`policy_extra`: the policy tables ([recording], [notice]...) appended to the deploy part."""
+    """`policy_extra`: the policy tables ([recording], [notice]...) appended to the deploy part.
+    `storage_dir`: storage.dir (default WORKDIR/recordings; the catalog stays in WORKDIR);
+    `storage_extra`: more `[storage]` keys (`when_full = "reject"`...);
+    `database`: storage.database (default a SQLite file in WORKDIR)."""
     workdir.mkdir(parents=True, exist_ok=True)
     policy = workdir / "policy.toml"
     policy.write_text(
@@ -183,6 +189,9 @@ def running_recorder(
             media_first=media_first,
             media_last=media_last,
             storage=workdir,
+            database=database or f"sqlite:///{workdir}/recorder.db",
+            recordings=storage_dir if storage_dir is not None else workdir / "recordings",
+            storage_extra=storage_extra + "\n" if storage_extra else "",
             external_allow=", ".join(f'"{a}"' for a in external_allow),
             ring_timeout=ring_timeout,
             drain_seconds=drain_seconds,

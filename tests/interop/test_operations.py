@@ -548,8 +548,13 @@ def test_metrics_endpoint_counts_what_the_run_did(
 
         first = run_in_thread(call)
         recorder.wait_event("recording.started")
+        # The file opens once its catalog row is written (a row before any file): wait for it.
         during = scrape_until(
-            metrics_port, lambda m: metric(m, "recorder_rtp_packets_relayed_total")
+            metrics_port,
+            lambda m: (
+                metric(m, "recorder_rtp_packets_relayed_total")
+                * metric(m, "recorder_recordings_open")
+            ),
         )
         assert metric(during, "recorder_active_calls") == 1
         assert metric(during, "recorder_active_calls_by_direction", direction="inbound") == 1

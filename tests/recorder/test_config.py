@@ -91,3 +91,35 @@ def test_policy_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "PBX at 127.0.0.1:5070" in capsys.readouterr().out
     assert main(["policy", "check", str(write(tmp_path, GOOD.replace("5070", "99999")))]) == 2
     assert "sip.internal.next_hop" in capsys.readouterr().out
+
+
+def test_storage_when_full_and_min_free_default_and_load(tmp_path: Path) -> None:
+    storage = load_config(write(tmp_path, GOOD)).storage
+    assert storage.when_full == "connect_unrecorded"
+    assert storage.min_free_mb == 64 and storage.min_free_bytes == 64 * 1024 * 1024
+    text = GOOD + 'when_full = "reject"\nmin_free_mb = 0.5\n'
+    storage = load_config(write(tmp_path, text)).storage
+    assert storage.when_full == "reject" and storage.min_free_bytes == 512 * 1024
+    assert load_config(write(tmp_path, GOOD + "min_free_mb = 0\n")).storage.min_free_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('when_full = "drop"', "must be 'reject' or 'connect_unrecorded', got 'drop'"),
+        ("when_full = 1", "must be a string, not int"),
+        ("min_free_mb = -1", "must be >= 0.0, got -1"),
+        ('min_free_mb = "64"', "must be a number, not str"),
+    ],
+)
+def test_storage_full_keys_errors_name_file_line_and_key(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    text = GOOD + line + "\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    key = "storage." + line.split(" ")[0]
+    number = text.splitlines().index(line) + 1
+    assert problem == f"{path}:{number}: {key}: {message}"

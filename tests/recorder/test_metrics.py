@@ -98,6 +98,13 @@ class FakeEndpoint:
 
 
 @dataclass
+class FakeStorage:
+    full: bool = False
+    free_bytes: int | None = None
+    became_full: int = 0
+
+
+@dataclass
 class FakeService:
     b2bua: FakeB2bua | None = field(default_factory=FakeB2bua)
     controller: FakeController | None = field(default_factory=FakeController)
@@ -108,6 +115,7 @@ class FakeService:
     )
     media_totals: MediaTotals = field(default_factory=MediaTotals)
     purge_deleted: Counter[str] = field(default_factory=Counter)
+    storage: FakeStorage | None = None
 
 
 def scrape(service: FakeService, lag: LoopLagMonitor | None = None) -> CollectorRegistry:
@@ -207,6 +215,27 @@ def test_recordings_from_the_writer_stats() -> None:
     assert value(registry, "recorder_recording_packets_dropped_total") == 6
     assert value(registry, "recorder_writer_buffered_bytes") == 512
     assert value(registry, "recorder_writer_restarts_total") == 1
+
+
+def test_full_disk_truncations_state_and_calls() -> None:
+    service = FakeService(
+        writer=FakeWriter({"files_truncated": 3, "recordings_truncated": 2}),
+        storage=FakeStorage(full=True, free_bytes=4096, became_full=1),
+    )
+    assert service.controller is not None
+    service.controller.counters.update(storage_rejected=4, storage_unrecorded=5)
+    registry = scrape(service)
+    assert value(registry, "recorder_recording_files_total", state="truncated") == 3
+    assert value(registry, "recorder_recordings_truncated_total") == 2
+    assert value(registry, "recorder_storage_full") == 1
+    assert value(registry, "recorder_storage_free_bytes") == 4096
+    assert value(registry, "recorder_storage_full_events_total") == 1
+    assert value(registry, "recorder_calls_storage_full_total", action="rejected") == 4
+    assert value(registry, "recorder_calls_storage_full_total", action="unrecorded") == 5
+    # Not measured yet: no free-bytes sample rather than a made-up one.
+    registry = scrape(FakeService())
+    assert value(registry, "recorder_storage_full") == 0
+    assert value(registry, "recorder_storage_free_bytes") is None
 
 
 def test_sip_messages_by_side_direction_method_status() -> None:

@@ -48,9 +48,13 @@ role = "it"
 
 
 @pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], db_url: str) -> Iterator[Cli]:
     runner = Cli(
-        tmp_path, capsys, extra=ACCESS, commands=(add_access_commands, add_retention_commands)
+        tmp_path,
+        capsys,
+        extra=ACCESS,
+        commands=(add_access_commands, add_retention_commands),
+        database=db_url,
     )
     try:
         yield runner

@@ -115,11 +115,16 @@ def test_an_inserted_entry_is_named(store: Store) -> None:
         detail={},
         prev_hash=two.hash,
     )
+    # As each backend stores it: naive UTC text on SQLite, a timestamptz on PostgreSQL (where
+    # naive text would be read in the server's time zone and the forgery would not hash).
+    at: object = T0.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    if store.catalog.engine.dialect.name == "postgresql":
+        at = T0
     sql(
         store,
         "INSERT INTO audit_entries (seq, at, actor, action, object, outcome, detail, prev_hash,"
         " hash) VALUES (3, :at, 'mallory', 'hold.release', 'recording:9', 'ok', '{}', :prev, :h)",
-        at=T0.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" "),
+        at=at,
         prev=two.hash,
         h=forged,
     )

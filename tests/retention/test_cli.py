@@ -34,7 +34,7 @@ ports = "20000-20099"
 
 [storage]
 dir = "{dir}/recordings"
-database = "sqlite:///{dir}/recorder.db"
+database = "{database}"
 
 [policy]
 name = "TEST"
@@ -60,7 +60,11 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 
 class Cli:
-    """`recorder <commands>` through argparse, on a catalog and policy of its own."""
+    """`recorder <commands>` through argparse, on a catalog and policy of its own.
+
+    The catalog is `database` (the `db_url` fixture: each backend in turn), by default a
+    SQLite file in `base`.
+    """
 
     def __init__(
         self,
@@ -69,19 +73,22 @@ class Cli:
         *,
         extra: str = "",
         commands: tuple[Register, ...] = (add_retention_commands,),
+        database: str | None = None,
     ) -> None:
         self.base = base
         self.capsys = capsys
         self.extra = extra
         self.commands = commands
+        self.database = database or f"sqlite:///{base / 'recorder.db'}"
         self.config = base / "policy.toml"
         self.set_holds(True)
-        self.catalog = Catalog.open(f"sqlite:///{base / 'recorder.db'}", migrate=True)
+        self.catalog = Catalog.open(self.database, migrate=True)
         (base / "recordings").mkdir()
         self.store = Store(self.catalog, base / "recordings")
 
     def set_holds(self, holds: bool) -> None:
-        self.config.write_text(CONFIG.format(dir=self.base, holds=str(holds).lower()) + self.extra)
+        config = CONFIG.format(dir=self.base, database=self.database, holds=str(holds).lower())
+        self.config.write_text(config + self.extra)
 
     def __call__(self, *argv: str) -> tuple[int, str, str]:
         parser = argparse.ArgumentParser(prog="recorder")
@@ -95,8 +102,8 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
-    runner = Cli(tmp_path, capsys)
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], db_url: str) -> Iterator[Cli]:
+    runner = Cli(tmp_path, capsys, database=db_url)
     try:
         yield runner
     finally:
@@ -212,7 +219,8 @@ def test_a_missing_catalog_is_an_error_not_an_empty_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "policy.toml"
-    config.write_text(CONFIG.format(dir=tmp_path / "elsewhere", holds="true"))
+    database = f"sqlite:///{tmp_path / 'elsewhere' / 'recorder.db'}"
+    config.write_text(CONFIG.format(dir=tmp_path / "elsewhere", database=database, holds="true"))
     parser = argparse.ArgumentParser(prog="recorder")
     add_retention_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["audit", "verify", "--config", str(config)])

@@ -50,7 +50,10 @@ OTHER = "Copper-Lantern-77"
 
 @pytest.fixture
 def cli(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
 ) -> Iterator[Cli]:
     # Cheap argon2 parameters (the real ones cost ~0.1 s a hash) and a known actor (A10).
     monkeypatch.setattr(
@@ -58,7 +61,11 @@ def cli(
     )
     monkeypatch.setenv("SUDO_USER", "admin1")
     runner = Cli(
-        tmp_path, capsys, extra=PEOPLE, commands=(add_console_commands, add_retention_commands)
+        tmp_path,
+        capsys,
+        extra=PEOPLE,
+        commands=(add_console_commands, add_retention_commands),
+        database=db_url,
     )
     try:
         yield runner

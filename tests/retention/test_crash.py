@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from storage.models import RecordingState
 from storage.repository import Catalog
 from storage.retention import Purger
+from tests.pg import PgServer
 from tests.retention.conftest import Store
 from tests.retention.scenarios import NOW, SCENARIOS, populate
 
@@ -31,13 +33,23 @@ Final = dict[int, tuple[RecordingState, str | None]]
 
 
 class Workdir:
-    """One scenario's catalog and files, always at the same path (rows hold absolute paths)."""
+    """One scenario's catalog and files, always at the same path (rows hold absolute paths).
 
-    def __init__(self, base: Path, scenario: str) -> None:
+    On SQLite the catalog is a file in the directory and is copied with it; on PostgreSQL
+    (`pg` given) each reset is a new database copied from the populated one (a template).
+    """
+
+    def __init__(self, base: Path, scenario: str, pg: PgServer | None = None) -> None:
         self.scenario = scenario
+        self.pg = pg
         self.run = base / f"run-{scenario}"
         self.template = base / f"template-{scenario}"
-        self.url = f"sqlite:///{self.run / 'recorder.db'}"
+        self.databases: list[str] = []
+        if pg is None:
+            self.url = f"sqlite:///{self.run / 'recorder.db'}"
+        else:
+            self.template_db = self._database()
+            self.url = pg.database_url(self.template_db)
         self.storage = self.run / "recordings"
         self.storage.mkdir(parents=True)
         catalog = Catalog.open(self.url, migrate=True)
@@ -46,10 +58,27 @@ class Workdir:
         finally:
             catalog.close()
         shutil.copytree(self.run, self.template)
+        if pg is not None:
+            self.reset()
+
+    def _database(self, template: str | None = None) -> str:
+        assert self.pg is not None
+        name = self.pg.create_database(template)
+        self.databases.append(name)
+        return name
 
     def reset(self) -> None:
         shutil.rmtree(self.run)
         shutil.copytree(self.template, self.run)
+        if self.pg is not None:
+            if self.url != self.pg.database_url(self.template_db):
+                self.pg.drop_database(self.url.rsplit("/", 1)[1])
+            self.url = self.pg.database_url(self._database(self.template_db))
+
+    def drop(self) -> None:
+        if self.pg is not None:
+            for name in self.databases:
+                self.pg.drop_database(name)
 
     def child(self, kill_at: int) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -103,10 +132,20 @@ class Workdir:
                 assert row.path is None
 
 
-@pytest.fixture(scope="module")
-def workdirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Workdir]:
+@pytest.fixture
+def workdirs(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Workdir]]:
     base = tmp_path_factory.mktemp("crash")
-    return {name: Workdir(base, name) for name in SCENARIOS}
+    pg = request.getfixturevalue("pg_server") if backend == "postgresql" else None
+    made: dict[str, Workdir] = {}
+    try:
+        for name in SCENARIOS:
+            made[name] = Workdir(base, name, pg)
+        yield made
+    finally:
+        for workdir in made.values():
+            workdir.drop()
 
 
 def test_purge_killed_at_random_points_recovers(workdirs: dict[str, Workdir]) -> None:

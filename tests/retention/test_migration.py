@@ -20,7 +20,7 @@ def test_upgrade_from_0001_keeps_rows_and_allows_destroying(db_url: str) -> None
                     "INSERT INTO calls (id, call_id_a, direction, side, caller_number,"
                     " callee_number, arrived_at, policy_record, policy_rules, status)"
                     " VALUES (1, 'a', 'inbound', 'external', '+15145550100', '235',"
-                    " '2026-11-01 14:00:00', 1, '[]', 'ended')"
+                    " '2026-11-01 14:00:00', TRUE, '[]', 'ended')"
                 )
             )
             connection.execute(

@@ -13,6 +13,7 @@ from recorder.cli.catalog import add_catalog_commands
 from storage import audit
 from storage.models import WITHHELD
 from storage.repository import Catalog
+from tests.pg import PgServer
 from tests.storage.conftest import T0
 
 POLICY = """\
@@ -49,17 +50,16 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 @pytest.fixture
-def policy(tmp_path: Path) -> Path:
+def policy(tmp_path: Path, db_url: str) -> Path:
     path = tmp_path / "policy.toml"
-    database = f"sqlite:///{tmp_path / 'var' / 'recorder.db'}"
-    path.write_text(POLICY.format(dir=tmp_path / "rec", database=database))
+    path.write_text(POLICY.format(dir=tmp_path / "rec", database=db_url))
     return path
 
 
 @pytest.fixture
-def filled(policy: Path, tmp_path: Path) -> Path:
+def filled(policy: Path, db_url: str) -> Path:
     """Two calls on two days: one recorded (ext 235, agent 4711, paused once), one refused."""
-    catalog = Catalog.open(f"sqlite:///{tmp_path / 'var' / 'recorder.db'}", migrate=True)
+    catalog = Catalog.open(db_url, migrate=True)
     recorded = catalog.add_call(
         call_id_a="a1@trunk",
         direction="inbound",
@@ -200,6 +200,7 @@ def test_unknown_recording_exits_1(filled: Path, capsys: pytest.CaptureFixture[s
     assert "no recording 99" in err
 
 
+@pytest.mark.sqlite_only(reason="a missing SQLite file; a server's database is never created")
 def test_missing_catalog_is_reported_not_created(
     policy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -209,11 +210,26 @@ def test_missing_catalog_is_reported_not_created(
     assert not (tmp_path / "var").exists()
 
 
-def test_unmigrated_catalog_is_a_catalog_error(
-    policy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_missing_postgresql_database_is_a_catalog_error(
+    pg_server: PgServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "var").mkdir()
-    (tmp_path / "var" / "recorder.db").touch()
+    """The server's counterpart of the missing file: one line naming the database, no
+    traceback and no password."""
+    database = pg_server.database_url("nosuchdb").replace("recorder@", "recorder:s3cret@")
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY.format(dir=tmp_path / "rec", database=database))
+    code, out, err = run(["calls", "list", "--config", str(path)], capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith("catalog error:") and '"nosuchdb" does not exist' in err
+    assert "s3cret" not in err and len(err.splitlines()) == 1
+
+
+def test_unmigrated_catalog_is_a_catalog_error(
+    policy: Path, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if db_url.startswith("sqlite:"):  # an empty file; db_url on a server is an empty database
+        (tmp_path / "var").mkdir()
+        (tmp_path / "var" / "recorder.db").touch()
     code, _, err = run(["recordings", "list", "--config", str(policy)], capsys)
     assert code == 1 and err.startswith("catalog error:")
 
@@ -238,13 +254,13 @@ def test_default_config_is_found_in_the_working_directory(
 
 
 def test_every_listing_and_reading_is_audited(
-    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    filled: Path, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A10, A5: who listed or read what, and when; the chain still verifies."""
     run(["calls", "list", "--config", str(filled), "--extension", "235"], capsys)
     run(["recordings", "list", "--config", str(filled)], capsys)
     run(["recordings", "show", "1", "--config", str(filled)], capsys)
-    catalog = Catalog.open(f"sqlite:///{tmp_path / 'var' / 'recorder.db'}", create=False)
+    catalog = Catalog.open(db_url, create=False)
     try:
         entries = audit.AuditTrail(catalog, audit.default_anchor_path(tmp_path / "rec")).entries()
         actions = [(e.action, e.object) for e in entries]

@@ -271,6 +271,7 @@ def test_sqlite_file_and_directory_modes(tmp_path: Path) -> None:
     assert stat.S_IMODE(tmp_path.stat().st_mode) != 0o750  # existing directories untouched
 
 
+@pytest.mark.sqlite_only(reason="SQLite pragmas (WAL, foreign_keys) set by storage.db's hooks")
 def test_sqlite_runs_in_wal_with_foreign_keys(catalog: Catalog) -> None:
     with catalog.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

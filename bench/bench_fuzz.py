@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=20)
-    parser.add_argument("--window", type=int, default=64)
-    parser.add_argument("--window-bytes", type=int, default=64_000)
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--window-bytes", type=int, default=48_000)
     parser.add_argument("--check-every", type=int, default=500)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--out", type=Path)
@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             "before": before,
             "after": after,
             "cpu_seconds_used": round(after.get("cpu_seconds", 0.0) - before["cpu_seconds"], 2),
+            "cpu_us_per_message": round(
+                (after.get("cpu_seconds", 0.0) - before["cpu_seconds"]) / max(stats.sent, 1) * 1e6,
+                1,
+            ),
             "log_level": args.log_level,
             **log,
         },

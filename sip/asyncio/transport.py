@@ -64,6 +64,8 @@ def error_response(data: bytes, status: int) -> bytes | None:
         or not any(part.upper().startswith("SIP/") for part in parts[2:])
     ):
         return None
+    if parts[0] == "ACK":
+        return None  # an ACK is never answered (RFC 3261 §17.1.1.3): no 400 either
     items: list[tuple[str, str]] = []
     for line in lines:
         name, sep, value = line.partition(":")

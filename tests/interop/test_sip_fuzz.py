@@ -109,8 +109,8 @@ class FuzzRun:
         self,
         target: tuple[str, int],
         *,
-        window: int = 64,
-        window_bytes: int = 64_000,
+        window: int = 32,
+        window_bytes: int = 48_000,
         timeout: float = 5.0,
     ) -> None:
         self.target = target
@@ -139,6 +139,7 @@ class FuzzRun:
         self._seen: set[tuple[bytes, int, bytes]] = set()
         self._pings: dict[bytes, int] = {}  # Call-ID -> status of the OPTIONS' answer
         self._late: dict[bytes, deque[tuple[int, Prediction]]] = {}  # given up on, by key
+        self._numbers: dict[int, int] = {}  # index -> the datagram's number (1, 2...)
 
     def close(self) -> None:
         self.sock.close()
@@ -164,7 +165,9 @@ class FuzzRun:
             stats.malformed_requests += 1
         elif prediction.kind == "reply":
             stats.valid_requests += 1
-        self._post(data, prediction)
+        index = self._post(data, prediction)
+        if prediction.kind != "none":
+            self._numbers[index] = stats.sent
         self._receive(0.0)
 
     def _post(self, data: bytes, prediction: Prediction) -> int:
@@ -232,7 +235,7 @@ class FuzzRun:
                 index, prediction = late.popleft()
                 stats.missing -= 1
                 stats.late += 1
-                stats.problems.remove(f"#{index}: no answer within {self.timeout} s")
+                stats.problems.remove(self._missing(index))
                 self._judge(index, prediction, key, status)
             elif first_time and key not in self._expected_keys:
                 stats.unexpected += 1
@@ -254,9 +257,13 @@ class FuzzRun:
                 stats.malformed_answered += 1
             else:
                 stats.wrong_status += 1
-                stats.problems.append(f"#{index}: {status}, expected {prediction.status}")
+                number = self._numbers.get(index)
+                stats.problems.append(f"datagram {number}: {status}, not {prediction.status}")
         else:
             stats.valid_requests_answered += 1
+
+    def _missing(self, index: int) -> str:
+        return f"datagram {self._numbers.get(index)}: no answer within {self.timeout} s"
 
     def _handled_upto(self, index: int) -> None:
         while self._unhandled and self._unhandled[0][0] <= index:
@@ -279,7 +286,7 @@ class FuzzRun:
                     del self._by_key[prediction.key]
             if prediction.key not in self._pings:
                 self.stats.missing += 1
-                self.stats.problems.append(f"#{index}: no answer within {self.timeout} s")
+                self.stats.problems.append(self._missing(index))
                 self._late.setdefault(prediction.key, deque()).append((index, prediction))
         while self._unhandled and self._unhandled[0][2] < limit:
             _, size, _ = self._unhandled.popleft()

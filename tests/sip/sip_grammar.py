@@ -1086,11 +1086,18 @@ def garbage(c: Choices) -> bytes:
 
 
 def datagram(c: Choices, *, call_id: str | None = None) -> tuple[bytes, Mutant | Generated | None]:
-    """What the fuzzer sends: a valid message (20%), a mutant (70%) or garbage (10%)."""
+    """What the fuzzer sends: a valid message (20%), a mutant (70%) or garbage (10%).
+
+    With `call_id` (a token, '@host' aside) the top Via's branch is unique too, so that two
+    datagrams are never taken for one transaction (RFC 3261 §17.2.3) by chance."""
     roll = c.integer(0, 9)
     if roll == 9:
         return garbage(c), None
-    g = message(c, call_id=call_id)
+    branch = None
+    if call_id is not None:
+        cookie = "z9hG4bK" if c.chance(0.9) else ""
+        branch = f"{cookie}{token(c, 0, 8)}-{call_id.split('@')[0]}"
+    g = message(c, call_id=call_id, branch=branch)
     if roll < 2:
         return g.wire, g
     m = mutate(c, g)

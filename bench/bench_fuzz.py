@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     today = dt.date.today()
     out = args.out or ROOT / "bench" / "results" / f"fuzz-{today:%Y%m%d}.json"
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="bench-fuzz-") as tmp, BusyPbx() as pbx:
         workdir = Path(tmp)
         proc, port, log_path = start_recorder(workdir, pbx.port, args.log_level)
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             checked_first = run.check()
             progress = max(args.messages // 20, 1)
+            samples: list[list[float]] = []  # [sent, seconds, recorder RSS MiB]
             for n, (data, prediction, error) in enumerate(
                 produced(args.seed, args.messages), start=1
             ):
@@ -237,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
                     run.check()
                 if n % progress == 0:
                     rate = n / (time.monotonic() - started)
-                    print(f"{n} sent, {rate:.0f}/s, {run.stats.missing} missing", file=sys.stderr)
+                    rss = process_figures(proc.pid).get("rss_mib", 0.0)
+                    samples.append([n, round(time.monotonic() - started, 1), rss])
+                    print(f"{n} sent, {rate:.0f}/s, {run.stats.missing} missing, {rss} MiB",
+                          file=sys.stderr)  # fmt: skip
                 if proc.poll() is not None:
                     break
             run.drain()
@@ -262,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {
         "date": today.isoformat(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start_and_end": [load_before, [round(x, 2) for x in os.getloadavg()]],
+        },
         "seed": args.seed,
         "window": args.window,
         "window_bytes": args.window_bytes,
@@ -288,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_check_passed": checked_first,
         "parser_exceptions": stats.parser_exceptions,
         "pbx_invites": pbx_invites,
+        # machine-wide counters: other processes' sockets count too
         "kernel_udp_drops": {
             k: udp_after[k] - udp_before[k] for k in ("RcvbufErrors", "SndbufErrors", "InErrors")
         },
@@ -296,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             "before": before,
             "after": after,
             "cpu_seconds_used": round(after.get("cpu_seconds", 0.0) - before["cpu_seconds"], 2),
+            "rss_samples_sent_seconds_mib": samples,
             "cpu_us_per_message": round(
                 (after.get("cpu_seconds", 0.0) - before["cpu_seconds"]) / max(stats.sent, 1) * 1e6,
                 1,

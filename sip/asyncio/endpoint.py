@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from sip.errors import RemoteProtocolError
-from sip.message import Message, Request, Response
+from sip.message import KNOWN_METHODS, Message, Request, Response
 from sip.transaction import (
     DEFAULT_TIMERS,
     Address,
@@ -40,6 +40,12 @@ __all__ = ["EventHandler", "SipEndpoint"]
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[["SipEndpoint", TransactionEvent], None]
+
+
+def _counted(method: str) -> str:
+    """A method as a key of `SipEndpoint.messages`: the methods peers invent (any token will
+    do) all count as "other", or each new one would grow the counters, and /metrics, for ever."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 class _Pending2xx:
@@ -81,7 +87,8 @@ class SipEndpoint:
         self._pending_2xx: dict[tuple[str, int], _Pending2xx] = {}
         self._closed = False
         # ("in" | "out", method, status) -> messages the TU received or sent; status 0 for
-        # requests, and a response's method is its CSeq's. Retransmissions are not counted.
+        # requests, and a response's method is its CSeq's ("other" past the known methods).
+        # Retransmissions are not counted.
         self.messages: Counter[tuple[str, str, int]] = Counter()
         self.parse_errors = 0
 
@@ -152,14 +159,14 @@ class SipEndpoint:
 
     def send_request(self, request: Request, destination: Address, transport: str = "UDP") -> str:
         key = self.layer.send_request(request, destination, transport, self._now())
-        self.messages[("out", request.method, 0)] += 1
+        self.messages[("out", _counted(request.method), 0)] += 1
         self._process()
         return key
 
     def send_response(self, key: str, response: Response) -> None:
         now = self._now()
         self.layer.send_response(key, response, now)
-        self.messages[("out", response.cseq.method, response.status)] += 1
+        self.messages[("out", _counted(response.cseq.method), response.status)] += 1
         invite = self._invites.get(key)
         if invite is not None and 200 <= response.status < 300:
             request, source, transport = invite
@@ -171,9 +178,9 @@ class SipEndpoint:
     def send_stateless(self, msg: Message, destination: Address, transport: str = "UDP") -> None:
         self.layer.send_stateless(msg, destination, transport)
         if isinstance(msg, Request):
-            self.messages[("out", msg.method, 0)] += 1
+            self.messages[("out", _counted(msg.method), 0)] += 1
         else:
-            self.messages[("out", msg.cseq.method, msg.status)] += 1
+            self.messages[("out", _counted(msg.cseq.method), msg.status)] += 1
         self._process()
 
     def cancel_request(self, key: str) -> str | None:
@@ -258,10 +265,10 @@ class SipEndpoint:
     def _dispatch(self, event: TransactionEvent) -> None:
         if isinstance(event, ResponseReceived):
             response = event.response
-            self.messages[("in", response.cseq.method, response.status)] += 1
+            self.messages[("in", _counted(response.cseq.method), response.status)] += 1
         if isinstance(event, RequestReceived):
             request = event.request
-            self.messages[("in", request.method, 0)] += 1
+            self.messages[("in", _counted(request.method), 0)] += 1
             if request.method == "INVITE" and event.key is not None:
                 self._invites[event.key] = (request, event.source, event.transport)
             elif request.method == "ACK" and event.key is None:

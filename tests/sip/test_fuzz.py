@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import itertools
-import random
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -1172,16 +1171,7 @@ def test_b2bua_ends_the_call_on_a_2xx_without_contact() -> None:
     # handle_event(): the caller's INVITE was never answered and the call (media ports
     # included) was never released
     s = Scenario(None)
-    invite = g.message(
-        g.RandomChoices(random.Random(5)),
-        kind="request",
-        method_name="INVITE",
-        to_tag="",
-        content=(b"v=0\r\no=- 1 1 IN IP4 203.0.113.5\r\ns=-\r\nc=IN IP4 203.0.113.5\r\n"
-                 b"t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n", "application/sdp"),
-        content_length=True,
-    )  # fmt: skip
-    a_key = s.request(s.external, invite.wire, CALLER)
+    a_key = s.request(s.external, _invite_bytes("nocontact"), CALLER)
     assert a_key is not None
     ((b_key, b_invite, _),) = s.int.requests
     s.respond(b_key, b_invite, 200, b"", "")
@@ -1194,17 +1184,7 @@ def test_b2bua_forgets_the_b_leg_invite_once_its_transaction_ends() -> None:
     # found: the ClientContext of every answered B-leg INVITE stayed in B2bua._clients for
     # ever (a 2xx does not end the client transaction for the TU): memory grew per call
     stack = Stack([200])
-    sdp = (
-        b"v=0\r\no=- 1 1 IN IP4 203.0.113.5\r\ns=-\r\nc=IN IP4 203.0.113.5\r\nt=0 0\r\n"
-        b"m=audio 4000 RTP/AVP 0\r\n"
-    )
-    invite = (
-        b"INVITE sip:5551234@192.0.2.1 SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bKleak\r\nMax-Forwards: 70\r\n"
-        b"From: <sip:+15145550100@203.0.113.5>;tag=a\r\nTo: <sip:5551234@192.0.2.1>\r\n"
-        b"Call-ID: leak@203.0.113.5\r\nCSeq: 1 INVITE\r\nContact: <sip:a@203.0.113.5>\r\n"
-        b"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s" % (len(sdp), sdp)
-    )
+    invite = _invite_bytes("leak")
     stack.feed(invite, CALLER)
     stack.advance(300.0)
     assert 200 in statuses(stack.sent_to(CALLER))
@@ -1288,6 +1268,22 @@ def test_b2bua_refuses_an_in_dialog_body_without_content_type() -> None:
     info = _in_dialog_request("INFO", call.a_invite, call.a.local_tag, 2, b"Signal=9\r\n", None)
     key = s.request(s.external, info, CALLER)
     assert key is not None and s.ext.finals[key] == [400]
+
+
+def test_endpoint_counters_do_not_grow_with_the_methods_peers_invent() -> None:
+    # found (bench, RSS over a million datagrams): every new extension method a peer sent
+    # added keys to SipEndpoint.messages, and series to /metrics, without end
+    stack = Stack()
+    for n in range(300):
+        data = (
+            f"FUZZ{n}~ sip:a@192.0.2.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKm{n}\r\n"
+            f"From: <sip:b@203.0.113.5>;tag=1\r\nTo: <sip:a@192.0.2.1>\r\nCall-ID: m{n}\r\n"
+            f"CSeq: 1 FUZZ{n}~\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        stack.feed(data, CALLER)
+    assert statuses(stack.sent_to(CALLER)) == [501] * 300
+    assert set(stack.endpoints["external"].messages) == {("in", "other", 0), ("out", "other", 501)}
 
 
 def test_stream_framing_reads_a_folded_content_length() -> None:

@@ -50,6 +50,7 @@ def _require_peers(request: pytest.FixtureRequest) -> None:
 def _peer_log_registry() -> Iterator[None]:
     peers.reset_log_dirs()
     yield
+    peers.PORTS.release_test_ports()
 
 
 @pytest.hookimpl(hookwrapper=True)

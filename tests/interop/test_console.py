@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -30,6 +31,9 @@ pytestmark = pytest.mark.interop
 
 LOOPBACK = "127.0.0.1"
 SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS")  # a directory: keep the pages' pictures
+# The recorder the tests start keeps its calendar in this zone (recorder_proc): the search
+# takes local days, so the recording's day is the local one (UTC 00:00-05:00 is the day before).
+MONTREAL = ZoneInfo("America/Montreal")
 PASSWORDS = {
     "quality": "Maple-Harbour-4417",
     "it_director": "Granite-Ferry-9023",
@@ -276,7 +280,7 @@ def test_console_request_approve_listen_in_a_real_browser(
         add_user(recorder, person, password)
     base = f"http://127.0.0.1:{port}"
     site = Site(browser, base)
-    today = datetime.fromisoformat(row["created_at"]).date().isoformat()
+    today = datetime.fromisoformat(row["created_at"]).astimezone(MONTREAL).date().isoformat()
 
     # The requester: log in, search, tick the recording, file a motivated request.
     site.login("quality")

@@ -51,6 +51,7 @@ class MediaConfig:
 
 
 WHEN_FULL = ("connect_unrecorded", "reject")
+JOURNAL_NAME = "catalog-journal.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +63,17 @@ class StorageConfig:
     when_full: str = "connect_unrecorded"
     # Below this much free space in storage.dir, new recordings are not started ("full").
     min_free_mb: float = 64.0
+    # Where call-log writes wait while the catalog is unavailable (issue 20); None: beside
+    # storage.dir, on the recorder's own disk.
+    journal: Path | None = None
 
     @property
     def min_free_bytes(self) -> int:
         return int(self.min_free_mb * 1024 * 1024)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal if self.journal is not None else self.dir.parent / JOURNAL_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +377,9 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
     if first % 2:
         first += 1  # RTP on even ports, RTCP on the odd one above (RFC 3550 §11)
 
-    storage = reader.table(data, "storage", {"dir", "database", "when_full", "min_free_mb"})
+    storage = reader.table(
+        data, "storage", {"dir", "database", "when_full", "min_free_mb", "journal"}
+    )
     when_full = reader.string(storage, "storage.when_full", "connect_unrecorded")
     if when_full not in WHEN_FULL:
         if isinstance(storage.get("when_full"), str):  # else reader.string said it already
@@ -377,11 +387,13 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
                 "storage.when_full", f"must be 'reject' or 'connect_unrecorded', got {when_full!r}"
             )
         when_full = "connect_unrecorded"
+    journal = reader.string(storage, "storage.journal", "")
     storage_config = StorageConfig(
         dir=Path(reader.string(storage, "storage.dir", "var/recordings")),
         database=reader.string(storage, "storage.database", "sqlite:///var/recorder.db"),
         when_full=when_full,
         min_free_mb=reader.number(storage, "storage.min_free_mb", 64.0, 0.0),
+        journal=Path(journal) if journal else None,
     )
 
     metrics = reader.table(data, "metrics", {"listen"})

@@ -113,6 +113,7 @@ class Service:
         self.stopped = asyncio.Event()
         self.catalog: AsyncCatalog | None = None
         self.writer: RecordingWriterClient | None = None
+        self.call_log: CallLog | None = None
         # Free space of storage.dir (issue 20: full disk), read by the controller and metrics.
         self.storage = StorageSpace(
             config.storage.dir, min_free_bytes=config.storage.min_free_bytes
@@ -134,7 +135,12 @@ class Service:
         # The catalog is migrated before the first call can be logged into it.
         await loop.run_in_executor(None, upgrade, config.storage.database)
         self.catalog = await AsyncCatalog.open(config.storage.database)
-        call_log = CallLog(self.catalog)
+        call_log = CallLog(self.catalog, journal_path=config.storage.journal_path)
+        self.call_log = call_log
+        # What a previous run left in the catalog journal goes in before anything new.
+        replayed = await call_log.open_journal()
+        if replayed:
+            log.warning("catalog.journal_replayed", entries=replayed)
         await self._recover_recordings(call_log)
         self.writer = RecordingWriterClient()
         await self.writer.start()
@@ -410,6 +416,9 @@ class Service:
             await endpoint.wait_closed()
         if self.writer is not None:
             await self.writer.aclose()
+        if self.call_log is not None:
+            # After the writer: its last recordings' rows may still go to the journal.
+            await self.call_log.close()
         if self.catalog is not None:
             await self.catalog.close()
         log.info("service.stopped", ports_in_use=self.pool.allocated_count)

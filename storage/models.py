@@ -12,6 +12,9 @@ the training copies (P5), which by design hold nothing that leads back to a call
 
 The web console (issue 17) adds its accounts: one per person of the policy's nominative list
 (A12), with a password hash (X3) and the counters of the login throttle.
+
+Reliability (issue 20) adds the marks of the catalog journal's replay: which journal entries
+(call-log writes made while the catalog was unavailable) are in, so none goes in twice.
 """
 
 from __future__ import annotations
@@ -442,3 +445,23 @@ class ConsoleAccount(Base):
     locked_until: Mapped[datetime | None]
     last_login_at: Mapped[datetime | None]
     disabled_at: Mapped[datetime | None]
+
+
+class JournalMark(Base):
+    """Issue 20: one entry of the catalog journal, applied by a replay.
+
+    While the catalog is unavailable the service writes its call log to a local journal
+    (recorder.call.catalog_journal); a replay applies each entry and its mark in one
+    transaction, so an entry whose commit came just before a crash is not applied twice.
+    `call_row` and `recording_row` are the rows the entry created (or named), for the
+    entries after it when the replay resumes in another process.
+    """
+
+    __tablename__ = "journal_marks"
+
+    journal: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    op: Mapped[str] = mapped_column(String(32))
+    applied_at: Mapped[datetime]
+    call_row: Mapped[int | None] = mapped_column(Integer)
+    recording_row: Mapped[int | None] = mapped_column(Integer)

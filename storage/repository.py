@@ -158,6 +158,8 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = make_sessionmaker(engine)
+        # The transaction of `one_transaction()`, which every write and read joins meanwhile.
+        self._unit: Session | None = None
 
     @classmethod
     def open(cls, url: str | URL, *, create: bool = True, migrate: bool = False) -> Catalog:
@@ -185,6 +187,9 @@ class Catalog:
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
+        if self._unit is not None:
+            yield self._unit
+            return
         with self._sessions() as session, session.begin():
             # Acquire the connection now, with the option, so that the BEGIN hook sees it.
             session.connection(execution_options={IMMEDIATE: True})
@@ -192,6 +197,9 @@ class Catalog:
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
+        if self._unit is not None:
+            yield self._unit
+            return
         with self._sessions() as session, session.begin():
             yield session
 
@@ -601,6 +609,21 @@ def write_session(catalog: Catalog) -> Iterator[Session]:
 def read_session(catalog: Catalog) -> Iterator[Session]:
     with catalog._read() as session:
         yield session
+
+
+@contextmanager
+def one_transaction(catalog: Catalog) -> Iterator[Session]:
+    """Every Catalog call inside commits together, or not at all (the catalog journal's
+    replay: an entry's writes and the mark that it was applied, issue 20)."""
+    if catalog._unit is not None:
+        yield catalog._unit
+        return
+    with catalog._write() as session:
+        catalog._unit = session
+        try:
+            yield session
+        finally:
+            catalog._unit = None
 
 
 def _range(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:

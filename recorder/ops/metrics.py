@@ -141,6 +141,21 @@ class StorageView(Protocol):
     def became_full(self) -> int: ...
 
 
+class CallLogView(Protocol):
+    """`recorder.call.call_log.CallLog`: its writes' failures and the catalog journal."""
+
+    @property
+    def journal_pending(self) -> int: ...
+    @property
+    def outages(self) -> int: ...
+    @property
+    def replayed(self) -> int: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+
+
 class EndpointView(Protocol):
     # ("in" | "out", method, status) -> messages; status 0 for requests, and for
     # responses the method is the one of their CSeq.
@@ -168,6 +183,8 @@ class ServiceView(Protocol):
     def purge_deleted(self) -> Mapping[str, int]: ...
     @property
     def storage(self) -> StorageView | None: ...
+    @property
+    def call_log(self) -> CallLogView | None: ...
 
 
 # --- ended calls' media ------------------------------------------------------------------------
@@ -460,6 +477,43 @@ class RecorderCollector(Collector):
             "recorder_writer_restarts", "Writer process restarts.", stats.get("restarts", 0)
         )
         yield from self._storage()
+        yield from self._catalog_journal()
+
+    def _catalog_journal(self) -> Iterator[Metric]:
+        """Issue 20: the catalog's outages and the call-log writes waiting for it."""
+        call_log = self.service.call_log
+        if call_log is None:
+            return
+        yield _gauge(
+            "recorder_catalog_available",
+            "0 while call-log writes go to the catalog journal (the catalog is unavailable).",
+            0 if call_log.journal_pending else 1,
+        )
+        yield _gauge(
+            "recorder_catalog_journal_entries",
+            "Call-log writes in the catalog journal, waiting for the catalog.",
+            call_log.journal_pending,
+        )
+        yield _counter(
+            "recorder_catalog_outages",
+            "Times a call-log write found the catalog unavailable.",
+            call_log.outages,
+        )
+        yield _counter(
+            "recorder_catalog_journal_replayed",
+            "Catalog-journal entries put into the catalog once it answered again.",
+            call_log.replayed,
+        )
+        yield _counter(
+            "recorder_catalog_journal_rejected",
+            "Catalog-journal entries the catalog refused for good (kept in the .rejected file).",
+            call_log.rejected,
+        )
+        yield _counter(
+            "recorder_catalog_write_failures",
+            "Call-log writes lost: failed with no journal to take them.",
+            call_log.failures,
+        )
 
     def _storage(self) -> Iterator[Metric]:
         storage = self.service.storage

@@ -105,6 +105,15 @@ class FakeStorage:
 
 
 @dataclass
+class FakeCallLog:
+    journal_pending: int = 0
+    outages: int = 0
+    replayed: int = 0
+    rejected: int = 0
+    failures: int = 0
+
+
+@dataclass
 class FakeService:
     b2bua: FakeB2bua | None = field(default_factory=FakeB2bua)
     controller: FakeController | None = field(default_factory=FakeController)
@@ -116,6 +125,7 @@ class FakeService:
     media_totals: MediaTotals = field(default_factory=MediaTotals)
     purge_deleted: Counter[str] = field(default_factory=Counter)
     storage: FakeStorage | None = None
+    call_log: FakeCallLog | None = None
 
 
 def scrape(service: FakeService, lag: LoopLagMonitor | None = None) -> CollectorRegistry:
@@ -236,6 +246,21 @@ def test_full_disk_truncations_state_and_calls() -> None:
     registry = scrape(FakeService())
     assert value(registry, "recorder_storage_full") == 0
     assert value(registry, "recorder_storage_free_bytes") is None
+
+
+def test_catalog_outage_and_journal() -> None:
+    """Issue 20: while the catalog is away its writes wait in the journal, and it shows."""
+    service = FakeService(call_log=FakeCallLog(journal_pending=7, outages=2, replayed=11))
+    registry = scrape(service)
+    assert value(registry, "recorder_catalog_available") == 0
+    assert value(registry, "recorder_catalog_journal_entries") == 7
+    assert value(registry, "recorder_catalog_outages_total") == 2
+    assert value(registry, "recorder_catalog_journal_replayed_total") == 11
+    assert value(registry, "recorder_catalog_journal_rejected_total") == 0
+    registry = scrape(FakeService(call_log=FakeCallLog(replayed=11)))
+    assert value(registry, "recorder_catalog_available") == 1
+    # Before the service has a call log (still starting): no made-up figures.
+    assert value(scrape(FakeService()), "recorder_catalog_available") is None
 
 
 def test_sip_messages_by_side_direction_method_status() -> None:

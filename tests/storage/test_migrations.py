@@ -39,7 +39,7 @@ def test_upgrade_is_idempotent_and_records_the_head(db_url: str) -> None:
     upgrade(db_url)
     engine = make_engine(db_url)
     try:
-        assert current_revision(engine) == head_revision() == "0004"
+        assert current_revision(engine) == head_revision() == "0005"
         tables = set(inspect(engine).get_table_names())
     finally:
         engine.dispose()

@@ -217,6 +217,7 @@ class Service:
             config.storage.database,
             config.storage.dir,
             lambda: self.policy,
+            journal=config.storage.journal_path,
         )
         self.console = await ConsoleServer.start(config.console, self.access, lambda: self.policy)
         # Retention runs in the service (D1-D5): once now, which also finishes a purge that

@@ -39,6 +39,7 @@ What is counted where:
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -633,6 +634,7 @@ INVENTORY_KINDS: tuple[str, ...] = (
     "audit_trail",
     "exports",
     "catalog",
+    "catalog_journal",
     "logs",
 )
 PURPOSES: Mapping[str, str] = {
@@ -649,6 +651,8 @@ PURPOSES: Mapping[str, str] = {
     "exports": "Sealed copies of recordings handed to approved requesters, held by them.",
     "catalog": "The database holding the call log, the register, the audit trail and "
     "the recordings' metadata.",
+    "catalog_journal": "Call-log writes waiting for the catalog while it is unavailable "
+    "(numbers included, as in the call log); present only during an outage.",
     "logs": "Service logs, with phone numbers masked.",
 }
 _LIVE_RECORDINGS = (
@@ -742,6 +746,7 @@ def inventory(
     database_url: str,
     *,
     rules: Mapping[str, str],
+    journal: Path | None = None,
 ) -> Inventory:
     """X4: one item per kind of personal data (INVENTORY_KINDS), counted in one read."""
     live_copy = TrainingCopy.destroyed_at.is_(None)
@@ -895,6 +900,7 @@ def inventory(
             retention=rules.get("catalog"),
             detail=db_detail,
         ),
+        "catalog_journal": _journal_item(journal, rules.get("catalog_journal")),
         "logs": InventoryItem(
             kind="logs",
             purpose=PURPOSES["logs"],
@@ -906,3 +912,31 @@ def inventory(
         ),
     }
     return Inventory(items=tuple(items[kind] for kind in INVENTORY_KINDS))
+
+
+def _journal_item(journal: Path | None, retention: str | None) -> InventoryItem:
+    """The catalog journal (recorder.call.catalog_journal): a header line, then one line per
+    call-log write waiting for the catalog; absent when nothing waits."""
+    location = str(journal) if journal is not None else "not kept (no journal configured)"
+    count, size, oldest = 0, 0, None
+    if journal is not None:
+        try:
+            with journal.open(encoding="utf-8") as stream:
+                header = stream.readline()
+                count = sum(1 for line in stream if line.endswith("\n"))
+            size = journal.stat().st_size
+        except FileNotFoundError:
+            header = ""
+        if header:
+            created = json.loads(header).get("created")
+            if isinstance(created, dict) and isinstance(created.get("$at"), str):
+                oldest = datetime.fromisoformat(created["$at"])
+    return InventoryItem(
+        kind="catalog_journal",
+        purpose=PURPOSES["catalog_journal"],
+        location=location,
+        count=count,
+        bytes=size,
+        oldest=oldest,
+        retention=retention,
+    )

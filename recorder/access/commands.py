@@ -287,10 +287,12 @@ class AccessServer:
         database: str,
         storage_dir: Path,
         policy: Callable[[], Policy],
+        journal: Path | None = None,
     ) -> AccessServer:
         loop = asyncio.get_running_loop()
         catalog = await loop.run_in_executor(None, lambda: Catalog.open(database, create=False))
-        desk = AccessDesk(catalog, default_anchor_path(storage_dir), storage_dir, database)
+        anchor = default_anchor_path(storage_dir)
+        desk = AccessDesk(catalog, anchor, storage_dir, database, journal)
         server = cls(path, catalog, desk, AccessCommands(desk, policy))
         try:
             await server.server.start()

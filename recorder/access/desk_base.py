@@ -94,9 +94,12 @@ class DeskBase:
         anchor_path: Path | None,
         storage_dir: Path,
         database: str,
+        journal: Path | None = None,
     ) -> None:
         self.catalog = catalog
         self.database = database
+        # The catalog journal (issue 20): personal data while it waits, in the inventory (X4).
+        self.journal = journal
         self.register = Register(catalog)
         self.trail = audit.AuditTrail(catalog, anchor_path)
         self.storage_dir = storage_dir

@@ -152,6 +152,7 @@ class DeskLookups(DeskBase):
                 kept,
                 storage_dir=self.storage_dir,
                 database=self.database,
+                journal=self.journal,
             )
             self._trace(
                 now,

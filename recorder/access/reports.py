@@ -51,6 +51,7 @@ def _retention_rules(policy: Policy) -> dict[str, str]:
         "exports": "destroyed by their holder when no longer needed (D3)",
         "catalog": "holds the call log, the register and the trail: their rules",
         "logs": "the journal's own rotation; numbers are masked in every line",
+        "catalog_journal": "until the catalog answers again, then put in it and deleted",
     }
     return {kind: text for kind, text in found.items() if text is not None}
 
@@ -140,8 +141,15 @@ def quality_view(
     }
 
 
-def inventory_view(policy: Policy, catalog: Catalog, storage_dir: Path, database: str) -> View:
-    report = inventory(catalog, storage_dir, database, rules=_retention_rules(policy))
+def inventory_view(
+    policy: Policy,
+    catalog: Catalog,
+    storage_dir: Path,
+    database: str,
+    journal: Path | None = None,
+) -> View:
+    rules = _retention_rules(policy)
+    report = inventory(catalog, storage_dir, database, rules=rules, journal=journal)
     rows = report.rows()
     return {
         "kind": "inventory",
@@ -182,6 +190,7 @@ def build_view(
     *,
     storage_dir: Path,
     database: str,
+    journal: Path | None = None,
 ) -> View:
     if kind == "annual":
         return annual_view(policy, catalog, int(params["year"]))
@@ -194,5 +203,5 @@ def build_view(
             per_agent=bool(params.get("per_agent")),
         )
     if kind == "inventory":
-        return inventory_view(policy, catalog, storage_dir, database)
+        return inventory_view(policy, catalog, storage_dir, database, journal)
     return people_view(policy, params.get("role"))

@@ -692,6 +692,34 @@ def test_X4_inventory_of_every_kind_of_personal_data(
     assert "5145550100" not in text and "5145559000" not in text
 
 
+def test_X4_the_catalog_journal_is_in_the_inventory_while_it_holds_writes(
+    catalog: Catalog, storage_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 20: during a catalog outage the call log's writes (numbers included) wait in
+    the catalog journal; X4 lists it, with what waits and since when, and 0 once empty."""
+    journal = tmp_path / "catalog-journal.jsonl"
+    item = inventory(catalog, storage_dir, "sqlite://", rules={}, journal=journal).item(
+        "catalog_journal"
+    )
+    assert (item.location, item.count, item.bytes, item.oldest) == (str(journal), 0, 0, None)
+    since = datetime(2026, 3, 5, 14, 0, tzinfo=UTC)
+    journal.write_text(
+        json.dumps({"journal": "j1", "created": {"$at": since.isoformat()}})
+        + "\n"
+        + '{"seq":1,"op":"add_call","call":"c1","args":{}}\n'
+        + '{"seq":2,"op":"end_call","call":"c1","args":{}}\n'
+        + '{"seq":3,"op":"end_ca'  # torn by a crash: never counted as written
+    )
+    rules = {"catalog_journal": "until the catalog answers again"}
+    item = inventory(catalog, storage_dir, "sqlite://", rules=rules, journal=journal).item(
+        "catalog_journal"
+    )
+    assert (item.count, item.oldest, item.retention) == (2, since, rules["catalog_journal"])
+    assert item.bytes == journal.stat().st_size
+    unset = inventory(catalog, storage_dir, "sqlite://", rules={}).item("catalog_journal")
+    assert unset.location == "not kept (no journal configured)" and unset.count == 0
+
+
 def test_X4_catalog_url_is_shown_without_its_password(catalog: Catalog, storage_dir: Path) -> None:
     found = inventory(
         catalog,

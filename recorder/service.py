@@ -13,6 +13,7 @@ from consent.voice import VoiceRefusalSpotter, VoiceUnavailable
 from recorder.access.commands import AccessServer, access_socket_path
 from recorder.call.b2bua import B2bua, Call, SipSideRuntime
 from recorder.call.call_log import CallLog
+from recorder.call.catalog_journal import JournalError
 from recorder.call.controller import CallController, ControllableMedia
 from recorder.call.limits import Admission
 from recorder.call.recording_glue import Recorder
@@ -447,7 +448,12 @@ async def serve(config: Config, policy: Policy) -> int:
     lag: LoopLagMonitor | None = None
     metrics_server = None
     try:
-        await service.start()
+        try:
+            await service.start()
+        except JournalError as exc:
+            # Said in one line (systemd restarts the unit); no call is taken meanwhile.
+            log.error("service.start_failed", error=str(exc))
+            return 1
         started = True
         if config.metrics.listen is not None:
             lag = LoopLagMonitor()

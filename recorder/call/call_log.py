@@ -19,7 +19,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from recorder.call.catalog_journal import Entry, Journal, catalog_unavailable
+from recorder.call.catalog_journal import (
+    Entry,
+    Journal,
+    JournalError,
+    catalog_unavailable,
+    lock_journal,
+)
 from recorder.ops.logs import get_logger
 from recorder.recording.naming import SUFFIX
 from recorder.recording.repair import describe_published
@@ -61,6 +67,7 @@ class CallLog:
         self._retry: asyncio.TimerHandle | None = None
         self._replaying = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: int | None = None  # the journal's lock file, held while the service runs
 
     @property
     def journal_pending(self) -> int:
@@ -76,18 +83,35 @@ class CallLog:
         return await self.catalog.run(lambda catalog: self._load_and_replay(catalog, path))
 
     def _load_and_replay(self, catalog: Catalog, path: Path) -> int:
+        self._lock = lock_journal(path)
+        try:
+            return self._replay_left(catalog, path)
+        except BaseException:
+            os.close(self._lock)
+            self._lock = None
+            raise
+
+    def _replay_left(self, catalog: Catalog, path: Path) -> int:
         journal = Journal.load(path)
         self.journal = journal
         if journal.torn:
             log.warning("catalog.journal_torn", lines=journal.torn)
         if journal.id is not None:
-            with read_session(catalog) as session:
-                marks = {
-                    mark.seq: mark
-                    for mark in session.scalars(
-                        select(JournalMark).where(JournalMark.journal == journal.id)
-                    )
-                }
+            try:
+                with read_session(catalog) as session:
+                    marks = {
+                        mark.seq: mark
+                        for mark in session.scalars(
+                            select(JournalMark).where(JournalMark.journal == journal.id)
+                        )
+                    }
+            except Exception as error:
+                if not catalog_unavailable(error):
+                    raise
+                raise JournalError(
+                    f"catalog journal {path}: {len(journal)} entries not replayed"
+                    " (catalog unavailable)"
+                ) from None
             for entry in journal.skip_applied(marks):
                 # Applied before the crash: what it created, the entries after it use.
                 self._learn(entry, marks[entry.seq].call_row, marks[entry.seq].recording_row)
@@ -97,7 +121,9 @@ class CallLog:
         self.outage_since = time.monotonic()
         replayed = self._replay(catalog)
         if len(journal):
-            raise RuntimeError(f"catalog journal {path}: {len(journal)} entries not replayed")
+            raise JournalError(
+                f"catalog journal {path}: {len(journal)} entries not replayed (catalog unavailable)"
+            )
         return replayed
 
     # --- one write: to the catalog, or to the journal while the catalog is away --------------
@@ -415,6 +441,9 @@ class CallLog:
             log.error("catalog.journal_kept", entries=self.journal_pending)
         journal = self.journal
         await self.catalog.run(lambda _catalog: journal.close())
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def reconcile_after_crash(
         self, repaired: list[dict[str, Any]], at: datetime

@@ -12,6 +12,7 @@ Plain file I/O, used from the catalog's worker thread only (recorder.call.call_l
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
@@ -25,6 +26,29 @@ from typing import Any, TextIO
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 _AT = "$at"  # datetimes travel as {"$at": ISO 8601}
+
+
+class JournalError(RuntimeError):
+    """The journal cannot be used: the service must not take calls (its writes would have
+    nowhere safe to wait). The message names the file, never its content."""
+
+
+def lock_journal(path: Path) -> int:
+    """Hold `path`'s lock file for the life of the process: one journal, one service. Two
+    services on one journal (a shared disk, two nodes with the same `storage.journal`) would
+    interleave their lines and replay each other's entries."""
+    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(
+            f"catalog journal {path} is in use by another recorder service; "
+            "give each service its own storage.journal"
+        ) from None
+    return fd
 
 
 def catalog_unavailable(error: BaseException) -> bool:

@@ -117,3 +117,36 @@ def test_an_options_flood_costs_little_and_holds_memory(
         f"options flood: 6000 answered, {cpu * 1e6 / 6000:.0f} us CPU each, "
         f"RSS {before} -> {after} KiB"
     )
+
+
+def test_a_register_flood_costs_little_and_holds_memory(
+    interop_dir: Path, start_recorder: RecorderFactory
+) -> None:
+    """Phones that take the recorder for their registrar, at 2,000 REGISTERs/s from one
+    source: each answered 405 with Allow at once (it is no registrar; nothing is kept per
+    registration), the process stays small; the cost is printed."""
+    recorder = start_recorder(pbx_port=peers.free_udp_port(), media_ports=8)
+    pid = recorder.proc.pid
+    before, cpu_before = rss_kib(pid), cpu_seconds(pid)
+    probe = peers.run_sipp_uac(
+        "uac_register",
+        recorder.external_target,
+        log_dir=interop_dir,
+        calls=6000,
+        rate=2000,
+        limit=2000,
+        call_length_s=0,
+        media_port=peers.free_port_block(4),
+        timeout=40,
+    )
+    after, cpu = rss_kib(pid), cpu_seconds(pid) - cpu_before
+    probe.assert_ok(calls=6000)
+    assert probe.retransmissions == 0, probe.describe()
+    assert recorder.proc.poll() is None
+    assert after - before < 32 * 1024, (before, after)
+    # Nothing of a registration is a call: no call was opened, nothing catalogued.
+    assert recorder.events("call.received") == [] and recorder.catalog("calls", "list") == []
+    print(
+        f"register flood: 6000 answered 405, {cpu * 1e6 / 6000:.0f} us CPU each, "
+        f"RSS {before} -> {after} KiB"
+    )

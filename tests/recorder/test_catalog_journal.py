@@ -10,6 +10,7 @@ locks SQLite and stops PostgreSQL under a running `recorder serve`.
 from __future__ import annotations
 
 import json
+import os
 import stat
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from recorder.call.call_log import CallLog
-from recorder.call.catalog_journal import Journal, catalog_unavailable
+from recorder.call.catalog_journal import Journal, JournalError, catalog_unavailable
 from storage.models import JournalMark
 from storage.repository import AsyncCatalog, Catalog, read_session
 
@@ -252,6 +253,8 @@ async def test_a_crash_in_the_middle_of_a_replay_applies_nothing_twice(
     with pytest.raises(SystemExit):
         await log.replay()
     monkeypatch.setattr(Journal, "applied", real_applied)
+    assert log._lock is not None
+    os.close(log._lock)  # the dead process's lock goes with it
     # The file keeps every line until the journal is empty (no rewrite per entry); the
     # catalog holds the marks of the three entries that committed.
     assert len(Journal.load(path)) == 7
@@ -298,6 +301,32 @@ async def test_an_entry_the_catalog_refuses_for_good_is_set_aside_not_retried(
     assert '"call":"ghost"' in line
     assert [row[0] for row in summary(catalog.catalog)] == ["c1@trunk"]
     await log.close()
+
+
+async def test_one_journal_serves_one_service(catalog: AsyncCatalog, tmp_path: Path) -> None:
+    """Two services on one journal file (two nodes given the same storage.journal) would
+    interleave their lines: the second one does not start, and says which file."""
+    path = tmp_path / "catalog-journal.jsonl"
+    first = await open_log(catalog, path)
+    with pytest.raises(JournalError, match="in use by another recorder service"):
+        await open_log(catalog, path)
+    await first.close()
+    again = await open_log(catalog, path)  # released at close
+    await again.close()
+
+
+async def test_a_journal_that_cannot_go_in_stops_the_start(
+    catalog: AsyncCatalog, tmp_path: Path
+) -> None:
+    path = tmp_path / "catalog-journal.jsonl"
+    log = await open_log(catalog, path)
+    with outage(catalog):
+        whole_call(log, "c1")
+        await settle(log)
+        await log.close()
+        with pytest.raises(JournalError, match="7 entries not replayed"):
+            await open_log(catalog, path)
+    assert len(Journal.load(path)) == 7  # kept whole for the next start
 
 
 async def test_without_a_journal_an_outage_loses_the_write_and_counts_it(

@@ -42,15 +42,20 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "sqlite"))
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """A PostgreSQL server for the whole session, started at the first test that needs it."""
+def start_pg_server() -> PgServer:
+    """A new throwaway PostgreSQL server; skips the test where there is none (fails in CI)."""
     try:
-        server = PgServer.start()
+        return PgServer.start()
     except PgUnavailable as exc:
         if _in_ci():
             pytest.fail(f"PostgreSQL: {exc}", pytrace=False)
         pytest.skip(f"PostgreSQL: {exc}")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server for the whole session, started at the first test that needs it."""
+    server = start_pg_server()
     try:
         yield server
     finally:

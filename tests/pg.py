@@ -227,47 +227,21 @@ class PgServer:
         # A free port may be taken between the probe and the server's bind: try a few.
         for attempt in range(5):
             self.port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} {_SERVER_OPTIONS}"
-            )
             try:
-                self._run(
-                    account,
-                    str(self.bindir / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(self.log),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    str(int(START_TIMEOUT)),
-                    "start",
-                )
+                self._pg_ctl_start(account)
             except PgUnavailable:
                 if attempt == 4:
                     raise
                 continue
             self._started = True
-            _wait_accepting(self.port, START_TIMEOUT)
             return
 
-    def halt(self) -> None:
-        """`pg_ctl stop -m fast`, keeping the data: the server is down (as `systemctl stop
-        postgresql` leaves it; its sessions are cut) until `resume`. Not `immediate`: these
-        throwaway servers run without fsync nor synchronous commit, so a crash would lose
-        transactions they acknowledged, which a production server does not."""
-        pg_ctl = str(self.bindir / "pg_ctl")
-        self._run(_run_as(), pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def resume(self) -> None:
-        """Start the halted server again on the same port, so that its URLs still hold."""
+    def _pg_ctl_start(self, account: pwd.struct_passwd | None) -> None:
+        """Start the server on `self.port` and wait until it accepts connections."""
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} {_SERVER_OPTIONS}"
-        pg_ctl = str(self.bindir / "pg_ctl")
         self._run(
-            _run_as(),
-            pg_ctl,
+            account,
+            str(self.bindir / "pg_ctl"),
             "-D",
             str(self.data),
             "-l",
@@ -280,6 +254,18 @@ class PgServer:
             "start",
         )
         _wait_accepting(self.port, START_TIMEOUT)
+
+    def halt(self) -> None:
+        """`pg_ctl stop -m fast`, keeping the data: the server is down (as `systemctl stop
+        postgresql` leaves it; its sessions are cut) until `resume`. Not `immediate`: these
+        throwaway servers run without fsync nor synchronous commit, so a crash would lose
+        transactions they acknowledged, which a production server does not."""
+        pg_ctl = str(self.bindir / "pg_ctl")
+        self._run(_run_as(), pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the halted server again on the same port, so that its URLs still hold."""
+        self._pg_ctl_start(_run_as())
 
     def _admin(self, statement: LiteralString, *names: str) -> None:
         """Run `statement` on the `postgres` database, `{}` replaced by quoted `names`."""

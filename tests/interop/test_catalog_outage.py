@@ -26,29 +26,14 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.pg import PgServer, PgUnavailable
+from tests.conftest import start_pg_server
 
 from . import peers
-from .conftest import RecorderFactory, _in_ci
+from .conftest import RecorderFactory
 from .recorder_proc import RecorderProcess
+from .test_postgres_catalog import POLICY  # record every inbound call, no notice, D1 8 days
 
 pytestmark = pytest.mark.interop
-
-POLICY = """
-[policy]
-name = "TEST"
-
-[recording]
-directions = ["inbound"]
-extensions = "all"
-mode = "automatic"
-
-[notice]
-play = false
-
-[retention]
-recordings = "8 days"
-"""
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -197,12 +182,7 @@ def test_postgresql_stopped_mid_call_then_back(
     interop_dir: Path, prompt_pcap: Path, start_recorder: RecorderFactory
 ) -> None:
     """A server of the test's own (the session's server stays up for the other tests)."""
-    try:
-        server = PgServer.start()
-    except PgUnavailable as exc:
-        if _in_ci():
-            pytest.fail(f"PostgreSQL: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL: {exc}")
+    server = start_pg_server()
     try:
         url = server.database_url(server.create_database())
         journal = interop_dir / "recorder" / "catalog-journal.jsonl"

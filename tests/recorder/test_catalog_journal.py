@@ -118,6 +118,18 @@ def summary(catalog: Catalog) -> list[tuple[str, str | None, str | None, list[st
     return rows
 
 
+async def call_during_outage(catalog: AsyncCatalog, path: Path, *, stop: bool) -> CallLog:
+    """A whole recorded call while the catalog is away (its 7 writes journaled); `stop`: the
+    service stops before the catalog is back, so the file stays for the next start."""
+    log = await open_log(catalog, path)
+    with outage(catalog):
+        whole_call(log, "c1")
+        await settle(log)
+        if stop:
+            await log.close()
+    return log
+
+
 # --- the file --------------------------------------------------------------------------------
 
 
@@ -235,10 +247,7 @@ async def test_a_crash_in_the_middle_of_a_replay_applies_nothing_twice(
     start finds the entry's mark and skips it, and what it created (the call's row) is
     known to the entries after it."""
     path = tmp_path / "catalog-journal.jsonl"
-    log = await open_log(catalog, path)
-    with outage(catalog):
-        whole_call(log, "c1")
-        await settle(log)
+    log = await call_during_outage(catalog, path, stop=False)
     assert log.journal_pending == 7
     calls = {"n": 0}
     real_applied = Journal.applied
@@ -274,11 +283,7 @@ async def test_a_journal_left_by_a_stopped_service_goes_in_at_the_next_start(
     catalog: AsyncCatalog, tmp_path: Path
 ) -> None:
     path = tmp_path / "catalog-journal.jsonl"
-    log = await open_log(catalog, path)
-    with outage(catalog):
-        whole_call(log, "c1")
-        await settle(log)
-        await log.close()  # stopped while the catalog is still away: the file stays
+    await call_during_outage(catalog, path, stop=True)
     assert path.exists()
     restarted = await open_log(catalog, path)
     assert restarted.replayed == 7 and not path.exists()
@@ -319,13 +324,9 @@ async def test_a_journal_that_cannot_go_in_stops_the_start(
     catalog: AsyncCatalog, tmp_path: Path
 ) -> None:
     path = tmp_path / "catalog-journal.jsonl"
-    log = await open_log(catalog, path)
-    with outage(catalog):
-        whole_call(log, "c1")
-        await settle(log)
-        await log.close()
-        with pytest.raises(JournalError, match="7 entries not replayed"):
-            await open_log(catalog, path)
+    await call_during_outage(catalog, path, stop=True)
+    with outage(catalog), pytest.raises(JournalError, match="7 entries not replayed"):
+        await open_log(catalog, path)
     assert len(Journal.load(path)) == 7  # kept whole for the next start
 
 

@@ -1025,7 +1025,9 @@ class B2bua:
             out.headers.set("Contact", str(self._contact(leg)))
             out.headers.set("Allow", ALLOW)
         content_type = response.headers.get("Content-Type")
-        if is_sdp(content_type, response.body) and call.media is not None:
+        # An error final's body describes no session: it is dropped, never anchored (a bad
+        # SDP in a 302 must not keep the caller from the 480 it is owed; found by the fuzzer).
+        if response.status < 300 and is_sdp(content_type, response.body) and call.media is not None:
             try:
                 body, endpoint = anchor_sdp(
                     response.body, self.media_address, call.media.local_port(to_role)

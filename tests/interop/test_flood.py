@@ -114,7 +114,6 @@ def test_an_options_or_register_flood_costs_little_and_holds_memory(
     )
     after, cpu = rss_kib(pid), cpu_seconds(pid) - cpu_before
     probe.assert_ok(calls=6000)
-    assert probe.retransmissions == 0, probe.describe()
     assert recorder.proc.poll() is None
     assert after - before < 32 * 1024, (before, after)
     # Nothing of a registration is a call: no call was opened, nothing catalogued.

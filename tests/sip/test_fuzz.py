@@ -303,7 +303,10 @@ class _Tu:
     index: int = 0
 
     def answer(self, layer: TransactionLayer, event: RequestReceived, now: float) -> None:
-        if event.key is None or event.key in self.answered:
+        # Every RequestReceived is a new server transaction: also one with the key of a
+        # transaction that has ended (a retransmission that came after timer H or I, which
+        # RFC 3261 §17.2.1 hands to the TU as a new request; found by the fuzzer).
+        if event.key is None:
             return
         self.answered.add(event.key)
         i = self.index
@@ -1657,3 +1660,63 @@ def test_rfc5118_4_10_ipv6_correct_abnf_2_colons() -> None:
     assert req.uri.host_port == ("2001:db8::192.0.2.1", 5060)
     assert req.to.uri.host == "[2001:db8::192.0.2.1]"
     assert wire_finals(IPV6_CORRECT_ABNF_2_COLONS) == [200]
+
+
+# --- what the fuzzer found, kept as plain cases ------------------------------------------------
+
+BAD_SDP_INVITE = (
+    b"INVITE sip:4711@192.0.2.1:5060 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK-found-1\r\n"
+    b"From: <sip:+15145550100@203.0.113.5>;tag=caller\r\n"
+    b"To: <sip:4711@192.0.2.1>\r\n"
+    b"Call-ID: found-1@203.0.113.5\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Contact: <sip:caller@203.0.113.5:5060>\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: 91\r\n\r\n"
+    b"v=0\r\no=- 0 0 IN IP4 203.0.113.5\r\ns=-\r\nc=IN IP4 203.0.113.5\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0\r\n"
+)
+
+
+def test_a_302_carrying_a_broken_sdp_still_gives_the_caller_its_480() -> None:
+    """An error final's body describes no session: a PBX's 302 with an SDP that does not
+    parse once left the caller with no final at all (the B2BUA tried to anchor it)."""
+    s = Scenario(None)
+    run_step(s, "invite", (BAD_SDP_INVITE, CALLER))
+    assert s.pending_clients(s.int), "the INVITE must reach the PBX"
+    run_step(s, "pbx_response", (0, 302, b"\x00", "<sip:pbx@127.0.0.1:5070>"))
+    s.time_out_everything()
+    assert s.ext.violations == [] and s.int.violations == []
+    assert s.ext.unanswered() == [] and s.int.unanswered() == []
+
+
+def test_an_invite_retransmitted_after_its_transaction_ended_is_a_new_one_that_ends() -> None:
+    """RFC 3261 §17.2.1: a retransmission that arrives after timer H ended the transaction
+    (no ACK came for the 500) goes to the TU as a new request; answered, it ends too."""
+    layer = TransactionLayer(TimerConfig(), local_sent_by=ME)
+    invite = (
+        b"INVITE sip:4711@192.0.2.1:5060 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.2:5070;branch=z9hG4bK-late\r\n"
+        b"From: <sip:peer@192.0.2.2>;tag=peer\r\nTo: <sip:4711@192.0.2.1>\r\n"
+        b"Call-ID: late@192.0.2.2\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    received: list[str] = []
+    now = 0.0
+
+    def on_event(event: TransactionEvent) -> None:
+        if isinstance(event, RequestReceived) and event.key is not None:
+            received.append(event.key)
+            answer = make_response(event.request, 500, to_tag="tu")
+            layer.send_response(event.key, answer, now)
+
+    for now in (40.0, 80.0):
+        run_layer(layer, now, on_event)
+        layer.receive(parse_message(invite), PEER, "UDP", now)
+        for event in layer.events():
+            on_event(event)
+    run_layer(layer, now + 400.0, on_event)
+    assert len(received) == 2 and received[0] == received[1]
+    assert len(layer) == 0

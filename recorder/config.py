@@ -34,6 +34,9 @@ class SipSide:
     allow: tuple[Network, ...]
     next_hop: Address
     transport: str = "udp"  # transport used towards next_hop
+    # SDES-SRTP on this side (issue 21): "mirror" what the other side does, "require" it
+    # (plain RTP offers get 488), or "off" (SRTP offers get 488).
+    srtp: str = "mirror"
 
     def allows(self, host: str) -> bool:
         try:
@@ -48,9 +51,13 @@ class MediaConfig:
     address: str
     port_first: int
     port_last: int
+    # May one leg be SRTP and the other plain RTP? Off by default: a call encrypted on one
+    # side must not go out in clear on the other unless the policy says so (issue 21).
+    srtp_mixed: bool = False
 
 
 WHEN_FULL = ("connect_unrecorded", "reject")
+SRTP_MODES = ("mirror", "require", "off")
 JOURNAL_NAME = "catalog-journal.jsonl"
 
 
@@ -132,6 +139,15 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     limits: Limits = field(default_factory=Limits)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def srtp_sides(self, caller_side: str) -> dict[str, tuple[str, str]]:
+        """Role -> (side name, SRTP mode) for a call coming in on `caller_side`."""
+        a, b = (
+            (self.external, self.internal)
+            if caller_side == self.external.name
+            else (self.internal, self.external)
+        )
+        return {"a": (a.name, a.srtp), "b": (b.name, b.srtp)}
 
 
 _KNOWN_TOP = {"service", "sip", "media", "storage", "metrics", "console", "limits"}
@@ -246,12 +262,16 @@ def parse_address(text: str) -> Address | None:
 
 def _read_side(reader: _Reader, sip: Mapping[str, Any], name: str) -> SipSide:
     dotted = f"sip.{name}"
-    table = reader.table(sip, dotted, {"listen", "allow", "next_hop", "transport"})
+    table = reader.table(sip, dotted, {"listen", "allow", "next_hop", "transport", "srtp"})
     listen = reader.address(table, f"{dotted}.listen")
     next_hop = reader.address(table, f"{dotted}.next_hop")
     transport = reader.string(table, f"{dotted}.transport", "udp").lower()
     if transport not in ("udp", "tcp"):
         reader.error(f"{dotted}.transport", f"must be 'udp' or 'tcp', got {transport!r}")
+    srtp = reader.string(table, f"{dotted}.srtp", "mirror").lower()
+    if srtp not in SRTP_MODES:
+        reader.error(f"{dotted}.srtp", f"must be 'mirror', 'require' or 'off', got {srtp!r}")
+        srtp = "mirror"
     allow_raw = table.get("allow", [])
     networks: list[Network] = []
     if not isinstance(allow_raw, list) or not all(isinstance(a, str) for a in allow_raw):
@@ -262,7 +282,7 @@ def _read_side(reader: _Reader, sip: Mapping[str, Any], name: str) -> SipSide:
                 networks.append(ipaddress.ip_network(cidr, strict=False))
             except ValueError:
                 reader.error(f"{dotted}.allow", f"not a network: {cidr!r}")
-    return SipSide(name, listen, tuple(networks), next_hop, transport)
+    return SipSide(name, listen, tuple(networks), next_hop, transport, srtp)
 
 
 def load_config(path: str | Path) -> Config:
@@ -359,7 +379,18 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         t4=reader.number(timers_table, "sip.timers.t4", 5.0, 0.01),
     )
 
-    media = reader.table(data, "media", {"address", "ports"})
+    media = reader.table(data, "media", {"address", "ports", "srtp_mixed"})
+    srtp_mixed = media.get("srtp_mixed", False)
+    if not isinstance(srtp_mixed, bool):
+        reader.error("media.srtp_mixed", f"must be true or false, got {srtp_mixed!r}")
+        srtp_mixed = False
+    modes = {external.srtp, internal.srtp}
+    if not srtp_mixed and modes == {"require", "off"}:
+        reader.error(
+            "media.srtp_mixed",
+            "sip.external.srtp and sip.internal.srtp make every call SRTP on one leg and plain"
+            " on the other: set srtp_mixed = true to allow that, or change one side",
+        )
     media_address = reader.string(media, "media.address", "127.0.0.1")
     try:
         ipaddress.ip_address(media_address)
@@ -421,7 +452,7 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         service=service_config,
         external=external,
         internal=internal,
-        media=MediaConfig(media_address, first, last),
+        media=MediaConfig(media_address, first, last, srtp_mixed),
         storage=storage_config,
         timers=timers,
         raw=data,

@@ -17,10 +17,12 @@ from recorder.call.catalog_journal import JournalError
 from recorder.call.controller import CallController, ControllableMedia
 from recorder.call.limits import Admission
 from recorder.call.recording_glue import Recorder
+from recorder.call.sdp_anchor import CryptoRewrite
 from recorder.config import Config, ConfigError, SipSide, load_config
 from recorder.console.server import ConsoleServer
 from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
+from recorder.media.sdes import SdesNegotiator
 from recorder.ops.control import ControlServer, service_socket_path
 from recorder.ops.logs import get_logger
 from recorder.ops.metrics import (
@@ -50,8 +52,12 @@ PURGE_INTERVAL = 3600.0  # seconds between retention passes
 class RelayAnchor:
     """A MediaSession seen through the B2BUA's `MediaAnchor` protocol."""
 
-    def __init__(self, session: MediaSession) -> None:
+    def __init__(self, session: MediaSession, srtp: SdesNegotiator | None = None) -> None:
         self.session = session
+        self.srtp = srtp
+
+    def crypto(self, from_role: str, to_role: str | None) -> CryptoRewrite | None:
+        return self.srtp.rewriter(from_role, to_role) if self.srtp is not None else None
 
     def local_port(self, role: str) -> int:
         leg = self.session.leg_a if role == "a" else self.session.leg_b
@@ -164,9 +170,12 @@ class Service:
             self.endpoints[side.name] = endpoint
             runtimes[side.name] = SipSideRuntime(side, endpoint, advertised)
 
-        def media_factory(_call_id: str) -> RelayAnchor:
+        def media_factory(_call_id: str, caller_side: str) -> RelayAnchor:
             address = config.media.address
-            return RelayAnchor(MediaSession(self.pool, address, address, loop=loop))
+            session = MediaSession(self.pool, address, address, loop=loop)
+            sides = config.srtp_sides(caller_side)
+            negotiator = session.srtp_negotiator(sides, allow_mixed=config.media.srtp_mixed)
+            return RelayAnchor(session, negotiator)
 
         def media_of(call: Call) -> ControllableMedia | None:
             return call.media if isinstance(call.media, RelayAnchor) else None

@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from recorder.call.limits import Admission
-from recorder.call.sdp_anchor import LocalAnswer, anchor_sdp, is_sdp, local_answer
+from recorder.call.sdp_anchor import CryptoRewrite, LocalAnswer, anchor_sdp, is_sdp, local_answer
 from recorder.config import SipSide
 from recorder.ops.logs import get_logger
 from sip.dialog import Dialog, DialogState
@@ -110,11 +110,14 @@ class MediaAnchor(Protocol):
 
     def local_port(self, role: str) -> int: ...
     def set_remote(self, role: str, rtp: Address | None, rtcp: Address | None) -> None: ...
+    # SRTP keys for an SDP going from `from_role` to `to_role` (None: only read it).
+    def crypto(self, from_role: str, to_role: str | None) -> CryptoRewrite | None: ...
     def close(self) -> None: ...
     def stats(self) -> dict[str, Any]: ...
 
 
-MediaFactory = Callable[[str], MediaAnchor]  # call id -> anchor (raises RuntimeError when full)
+# (call id, the caller's side name) -> anchor (raises RuntimeError when full)
+MediaFactory = Callable[[str, str], MediaAnchor]
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +431,7 @@ class B2bua:
         direction = "inbound" if side is self.external else "outbound"
         call_id = secrets.token_hex(8)
         try:
-            media = self.media_factory(call_id)
+            media = self.media_factory(call_id, side.name)
         except RuntimeError:
             log.error("media.ports_exhausted", side=side.name)
             response = self._response(request, 503)
@@ -439,7 +442,9 @@ class B2bua:
         content_type = request.headers.get("Content-Type")
         if is_sdp(content_type, body):
             try:
-                body, offer = anchor_sdp(body, self.media_address, media.local_port("b"))
+                body, offer = anchor_sdp(
+                    body, self.media_address, media.local_port("b"), crypto=media.crypto("a", "b")
+                )
             except RemoteProtocolError as exc:
                 media.close()
                 self._respond(side, key, request, 488, now, warning=str(exc))
@@ -504,6 +509,7 @@ class B2bua:
                     self.media_address,
                     media.local_port("b"),
                     keep_codecs=call.plan.keep_codecs,
+                    crypto=media.crypto("a", "b"),
                 )
             except RemoteProtocolError as exc:
                 self._send_a_final(call, self._response(request, 488, to_tag=call.a.local_tag), now)
@@ -516,7 +522,11 @@ class B2bua:
         request = call.a_invite
         try:
             answer = local_answer(
-                request.body, self.media_address, media.local_port("a"), int(now * 1000)
+                request.body,
+                self.media_address,
+                media.local_port("a"),
+                int(now * 1000),
+                crypto=media.crypto("a", "a"),
             )
         except RemoteProtocolError as exc:
             self._send_a_final(call, self._response(request, 488, to_tag=call.a.local_tag), now)
@@ -526,7 +536,11 @@ class B2bua:
         # The PBX is offered only the codec the caller now uses: no transcoding, ever.
         keep = (answer.codec, "telephone-event")
         b_body, _ = anchor_sdp(
-            request.body, self.media_address, media.local_port("b"), keep_codecs=keep
+            request.body,
+            self.media_address,
+            media.local_port("b"),
+            keep_codecs=keep,
+            crypto=media.crypto("a", "b"),
         )
         call.b_invite.body = b_body
         early = call.plan.early_media
@@ -654,7 +668,10 @@ class B2bua:
             if is_sdp(ack.headers.get("Content-Type"), body) and call.media is not None:
                 try:
                     body, answer = anchor_sdp(
-                        body, self.media_address, call.media.local_port(target.role)
+                        body,
+                        self.media_address,
+                        call.media.local_port(target.role),
+                        crypto=call.media.crypto(role, target.role),
                     )
                     call.media.set_remote(role, answer.rtp, answer.rtcp)
                 except RemoteProtocolError as exc:
@@ -706,7 +723,10 @@ class B2bua:
         if method in ("INVITE", "UPDATE") and is_sdp(content_type, body) and call.media is not None:
             try:
                 body, offer = anchor_sdp(
-                    body, self.media_address, call.media.local_port(other.role)
+                    body,
+                    self.media_address,
+                    call.media.local_port(other.role),
+                    crypto=call.media.crypto(role, other.role),
                 )
             except RemoteProtocolError as exc:
                 other.reinvite_pending = False
@@ -951,7 +971,9 @@ class B2bua:
         if call.media is None or not is_sdp(response.headers.get("Content-Type"), response.body):
             return False
         try:
-            _, endpoint = anchor_sdp(response.body, self.media_address, 0)
+            _, endpoint = anchor_sdp(
+                response.body, self.media_address, 0, crypto=call.media.crypto("b", None)
+            )
         except RemoteProtocolError as exc:
             log.warning("call.bad_sdp", call_id=call.id, error=str(exc))
             return False
@@ -1030,7 +1052,10 @@ class B2bua:
         if response.status < 300 and is_sdp(content_type, response.body) and call.media is not None:
             try:
                 body, endpoint = anchor_sdp(
-                    response.body, self.media_address, call.media.local_port(to_role)
+                    response.body,
+                    self.media_address,
+                    call.media.local_port(to_role),
+                    crypto=call.media.crypto(from_role, to_role),
                 )
             except RemoteProtocolError as exc:
                 log.warning("call.bad_sdp", call_id=call.id, error=str(exc))

@@ -8,12 +8,16 @@ relay as that leg's remote.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sip.errors import RemoteProtocolError
-from sip.sdp import SessionDescription
+from sip.sdp import MediaDescription, SessionDescription
 
 Address = tuple[str, int]
+# Reads the sender's SRTP keys from the audio section and writes ours for the receiver
+# (recorder.media.sdes); raises RemoteProtocolError (488) when the policy forbids it.
+CryptoRewrite = Callable[[SessionDescription, MediaDescription], None]
 
 _HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
 
@@ -35,12 +39,19 @@ def is_sdp(content_type: str | None, body: bytes) -> bool:
 
 
 def anchor_sdp(
-    body: bytes, address: str, port: int, *, keep_codecs: tuple[str, ...] | None = None
+    body: bytes,
+    address: str,
+    port: int,
+    *,
+    keep_codecs: tuple[str, ...] | None = None,
+    crypto: CryptoRewrite | None = None,
 ) -> tuple[bytes, AudioEndpoint]:
     """Rewrite the first audio line to (address, port); return the new body and what it said.
 
     `keep_codecs` (names like "PCMU", "telephone-event") narrows the audio formats first.
-    Raises RemoteProtocolError (488-worthy) on SDP that cannot be read.
+    `crypto` swaps the sender's SDES keys for ours (never passed through: the relay could
+    not decrypt, nor the tap record). Raises RemoteProtocolError (488-worthy) on SDP that
+    cannot be read or that the SRTP policy refuses.
     """
     sdp = SessionDescription.parse(body)
     audio = next((m for m in sdp.media if m.media_type == "audio"), None)
@@ -74,6 +85,8 @@ def anchor_sdp(
         audio.port = port
         # Our RTCP socket is always RTP+1 (RFC 3550), so no a=rtcp is needed.
         audio.remove_rtcp()
+    if crypto is not None:
+        crypto(sdp, audio)
     for other in sdp.media:
         if other is not audio and other.port != 0:
             # We anchor audio only: other streams are declined rather than leaked around us.
@@ -98,10 +111,13 @@ class LocalAnswer:
 _G711 = {"PCMU": 0, "PCMA": 8}
 
 
-def local_answer(offer: bytes, address: str, port: int, session_id: int) -> LocalAnswer:
+def local_answer(
+    offer: bytes, address: str, port: int, session_id: int, *, crypto: CryptoRewrite | None = None
+) -> LocalAnswer:
     """Answer an offer ourselves (RFC 3264 §6) with G.711 and telephone-event only.
 
     Every other media line is rejected with port 0, as the answer must keep the offer's lines.
+    `crypto` (see `anchor_sdp`) gives the answer our SRTP key when the caller offered SRTP.
     """
     sdp = SessionDescription.parse(offer)
     audio = next((m for m in sdp.media if m.media_type == "audio" and m.port != 0), None)
@@ -119,6 +135,10 @@ def local_answer(offer: bytes, address: str, port: int, session_id: int) -> Loca
     codec, pt = chosen
     te = audio.telephone_event_pt
     _, endpoint = anchor_sdp(offer, address, port)
+    proto = "RTP/AVP"
+    if crypto is not None:
+        crypto(sdp, audio)  # sets the section's proto and our a=crypto for the answer
+        proto = audio.proto
     direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(
         audio.direction, audio.direction
     )
@@ -134,11 +154,12 @@ def local_answer(offer: bytes, address: str, port: int, session_id: int) -> Loca
         if media is not audio:
             lines.append(f"m={media.media_type} 0 {media.proto} {' '.join(media.formats) or '0'}")
             continue
-        lines.append(f"m=audio {port} RTP/AVP {formats}")
+        lines.append(f"m=audio {port} {proto} {formats}")
         lines.append(f"a=rtpmap:{pt} {codec}/8000")
         if te is not None:
             lines.append(f"a=rtpmap:{te} telephone-event/8000")
             lines.append(f"a=fmtp:{te} 0-16")
+        lines.extend(f"a=crypto:{line}" for line in audio.get_attributes("crypto"))
         lines.append("a=ptime:20")
         lines.append(f"a={direction}")
     body = ("\r\n".join(lines) + "\r\n").encode()

@@ -16,6 +16,11 @@ Symmetric latching (comedia): the first valid packet a leg receives fixes the
 source it accepts from then on, and replies go to that source rather than to
 the SDP address, which is what gets media through NATs. A new SDP from the
 party (`set_remote`) re-opens latching.
+
+SRTP (`set_srtp`): a leg that is SRTP decrypts what it receives before anything else
+looks at it (so a packet that fails authentication is dropped and counted, and never
+latched onto, relayed or recorded), and encrypts what it sends; a plain leg pays one
+attribute test per packet for it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ from typing import Any
 import structlog
 
 from recorder.media.ports import PortPool, RtpSocketPair
+from recorder.media.sdes import LegKeys, SdesNegotiator
+from recorder.media.srtp import (
+    NO_KEY,
+    SrtpError,
+    SrtpTransform,
+    inbound_session,
+    outbound_session,
+)
 from recorder.media.stats import LegStats, StatsValue, format_address
 
 Address = tuple[str, int]
@@ -97,6 +110,9 @@ class MediaLeg:
         # Where this leg's socket sends: the latched source, else the SDP address.
         self._rtp_destination: SocketAddress | None = None
         self._rtcp_destination: SocketAddress | None = None
+        # SRTP with this leg's party: None = plain RTP.
+        self._srtp_in: SrtpTransform | None = None
+        self._srtp_out: SrtpTransform | None = None
 
     @property
     def local_address(self) -> str:
@@ -150,6 +166,16 @@ class MediaLeg:
         self.stats.clock_rate = clock_rate
         self.stats.telephone_event_pt = telephone_event_pt
 
+    def set_srtp(self, inbound: SrtpTransform | None, outbound: SrtpTransform | None) -> None:
+        """Decrypt what the party sends with `inbound`, encrypt what it is sent with `outbound`;
+        (None, None) makes the leg plain RTP again."""
+        self._srtp_in = inbound
+        self._srtp_out = outbound
+
+    @property
+    def secure(self) -> bool:
+        return self._srtp_in is not None or self._srtp_out is not None
+
     def send_rtp(self, data: bytes) -> bool:
         """Send a locally made packet (the notice) to this leg's party; False if dropped."""
         destination = self._rtp_destination
@@ -157,8 +183,11 @@ class MediaLeg:
             self.stats.dropped_not_forwarded += 1
             return False
         try:
+            srtp_out = self._srtp_out
+            if srtp_out is not None:
+                data = srtp_out.protect(data)
             self._rtp_socket.sendto(data, destination)
-        except OSError:
+        except (OSError, SrtpError):
             self.stats.dropped_send += 1
             return False
         self.stats.injected_rtp += 1
@@ -171,6 +200,7 @@ class MediaLeg:
             "latched_rtp": format_address(self.latched_rtp),
             "latched_rtcp": format_address(self.latched_rtcp),
             "forward_enabled": int(self.forward_enabled),
+            "srtp": int(self.secure),
         }
         info.update(self.stats.as_dict())
         return info
@@ -190,6 +220,13 @@ class MediaLeg:
         if source != latched and latched is not None:
             stats.dropped_wrong_source += 1
             return
+        srtp_in = self._srtp_in
+        if srtp_in is not None:
+            try:
+                data = srtp_in.unprotect(data)
+            except SrtpError:
+                stats.dropped_srtp_auth += 1
+                return
         arrival = _monotonic()
         if not stats.on_rtp(data, arrival):
             return
@@ -216,8 +253,11 @@ class MediaLeg:
             stats.dropped_not_forwarded += 1
             return
         try:
+            srtp_out = peer._srtp_out
+            if srtp_out is not None:
+                data = srtp_out.protect(data)
             peer._rtp_socket.sendto(data, destination)
-        except OSError:
+        except (OSError, SrtpError):
             stats.dropped_send += 1
             return
         stats.rtp_forwarded += 1
@@ -235,6 +275,13 @@ class MediaLeg:
         if source != latched and latched is not None:
             stats.dropped_wrong_source += 1
             return
+        srtp_in = self._srtp_in
+        if srtp_in is not None:
+            try:
+                data = srtp_in.unprotect_rtcp(data)
+            except SrtpError:
+                stats.dropped_srtp_auth += 1
+                return
         if not stats.on_rtcp(data):
             return
         if latched is None:
@@ -249,8 +296,11 @@ class MediaLeg:
             stats.dropped_not_forwarded += 1
             return
         try:
+            srtp_out = peer._srtp_out
+            if srtp_out is not None:
+                data = srtp_out.protect_rtcp(data)
             peer._rtcp_socket.sendto(data, destination)
-        except OSError:
+        except (OSError, SrtpError):
             stats.dropped_send += 1
             return
         stats.rtcp_forwarded += 1
@@ -312,6 +362,22 @@ class MediaSession:
         self.leg_a._start(self._loop, self.leg_b)
         self.leg_b._start(self._loop, self.leg_a)
         self.closed = False
+
+    def srtp_negotiator(
+        self, sides: dict[str, tuple[str, str]], *, allow_mixed: bool = False
+    ) -> SdesNegotiator:
+        """The SDES negotiation of this call, setting each leg's SRTP as its keys change.
+        `sides`: role -> (side name, SRTP mode)."""
+        return SdesNegotiator(sides, allow_mixed=allow_mixed, on_change=self._keys_changed)
+
+    def _keys_changed(self, keys: LegKeys) -> None:
+        leg = self.leg_a if keys.role == "a" else self.leg_b
+        if not keys.secure:
+            leg.set_srtp(None, None)
+            return
+        inbound = inbound_session(keys.inbound) if keys.inbound is not None else NO_KEY
+        outbound = outbound_session(keys.outbound) if keys.outbound is not None else NO_KEY
+        leg.set_srtp(inbound, outbound)
 
     def stats(self) -> dict[str, dict[str, StatsValue]]:
         """Both legs' counters, for the call-end log line; keys 'a' and 'b'."""

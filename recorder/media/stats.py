@@ -53,6 +53,7 @@ class LegStats:
         "dropped_malformed",
         "dropped_not_forwarded",
         "dropped_send",
+        "dropped_srtp_auth",
         "dropped_wrong_source",
         "injected_rtp",
         "jitter",
@@ -87,6 +88,7 @@ class LegStats:
         self.dropped_not_forwarded = 0
         self.dropped_filtered = 0
         self.dropped_send = 0
+        self.dropped_srtp_auth = 0  # SRTP/SRTCP that failed authentication or replay checks
         self.socket_errors = 0
         self.jitter = 0.0
         self._ssrc = -1
@@ -204,5 +206,6 @@ class LegStats:
             "dropped_not_forwarded": self.dropped_not_forwarded,
             "dropped_filtered": self.dropped_filtered,
             "dropped_send": self.dropped_send,
+            "dropped_srtp_auth": self.dropped_srtp_auth,
             "socket_errors": self.socket_errors,
         }

@@ -49,6 +49,7 @@ MEDIA_FIELDS: Final = (
     "dropped_not_forwarded",
     "dropped_filtered",
     "dropped_send",
+    "dropped_srtp_auth",
 )
 _DROP_REASONS: Final = (
     ("dropped_wrong_source", "wrong_source"),
@@ -56,6 +57,7 @@ _DROP_REASONS: Final = (
     ("dropped_not_forwarded", "not_forwarded"),
     ("dropped_filtered", "filtered"),
     ("dropped_send", "send_failed"),
+    ("dropped_srtp_auth", "srtp_auth_failed"),
 )
 
 # Loop lag worth telling apart: a healthy loop stays under 5 ms; 100 ms is audible jitter.
@@ -224,6 +226,7 @@ def _add_leg(totals: dict[str, int], stats: LegStats) -> None:
     totals["dropped_not_forwarded"] += stats.dropped_not_forwarded
     totals["dropped_filtered"] += stats.dropped_filtered
     totals["dropped_send"] += stats.dropped_send
+    totals["dropped_srtp_auth"] += stats.dropped_srtp_auth
 
 
 # --- event-loop lag ----------------------------------------------------------------------------

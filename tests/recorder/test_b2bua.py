@@ -65,6 +65,9 @@ class FakeMedia:
     def set_remote(self, role: str, rtp: Address | None, rtcp: Address | None) -> None:
         self.remotes[role] = (rtp, rtcp)
 
+    def crypto(self, from_role: str, to_role: str | None) -> None:
+        return None
+
     def close(self) -> None:
         self.closed = True
 
@@ -101,7 +104,7 @@ class Harness:
         self.now = 100.0
         self.server_keys = itertools.count(1)
 
-    def new_media(self, _call_id: str) -> FakeMedia:
+    def new_media(self, _call_id: str, _side: str) -> FakeMedia:
         n = len(self.media)
         media = FakeMedia({"a": 20000 + 4 * n, "b": 20002 + 4 * n})
         self.media.append(media)

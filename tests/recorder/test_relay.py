@@ -442,3 +442,106 @@ async def test_closed_session_stops_relaying(h: Harness) -> None:
         assert port not in (replacement.leg_a.local_rtp_port, replacement.leg_b.local_rtp_port)
     finally:
         replacement.close()
+
+
+# --- SRTP on a leg (issue 21) ---------------------------------------------------------------
+
+
+def _srtp_pair(suite: str, key: bytes) -> tuple[Any, Any]:
+    """(protect side, unprotect side) of one party's key, as that party holds them."""
+    from recorder.media.sdes import Crypto
+    from recorder.media.srtp import inbound_session, outbound_session
+
+    crypto = Crypto(1, suite, key)
+    return outbound_session(crypto), inbound_session(crypto)
+
+
+@on_both_loops
+async def test_srtp_legs_decrypt_record_and_reencrypt(h: Harness) -> None:
+    from recorder.media.sdes import SUITES
+
+    session, parties = h.session, h.parties
+    caller, callee = parties[0], parties[1]
+    a, b = session.leg_a, session.leg_b
+    a.set_remote(caller.address)
+    b.set_remote(callee.address)
+    negotiator = session.srtp_negotiator({"a": ("external", "mirror"), "b": ("internal", "mirror")})
+    # What the SDP exchange would have set: the caller's key and ours on A (AES_CM_80), the
+    # PBX's and ours on B (GCM); see test_sdes for the exchange itself.
+    caller_key, pbx_key = bytes(range(30)), bytes(range(100, 128))
+    from recorder.media.sdes import Crypto
+
+    keys_a, keys_b = negotiator.legs["a"], negotiator.legs["b"]
+    keys_a.secure = keys_b.secure = True
+    keys_a.inbound = Crypto(1, "AES_CM_128_HMAC_SHA1_80", caller_key)
+    keys_a.outbound = Crypto(1, "AES_CM_128_HMAC_SHA1_80", bytes([7]) * 30)
+    keys_b.inbound = Crypto(3, "AEAD_AES_128_GCM", pbx_key)
+    keys_b.outbound = Crypto(3, "AEAD_AES_128_GCM", bytes([9]) * 28)
+    session._keys_changed(keys_a)
+    session._keys_changed(keys_b)
+    assert set(SUITES) >= {"AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"}
+    caller_tx, _ = _srtp_pair("AES_CM_128_HMAC_SHA1_80", caller_key)
+    _, caller_rx = _srtp_pair("AES_CM_128_HMAC_SHA1_80", bytes([7]) * 30)
+    pbx_tx, _ = _srtp_pair("AEAD_AES_128_GCM", pbx_key)
+    _, pbx_rx = _srtp_pair("AEAD_AES_128_GCM", bytes([9]) * 28)
+    tapped: list[bytes] = []
+    a.on_packet = lambda data, _arrival: tapped.append(data)
+
+    # A forged packet first (right header, wrong tag): dropped, counted, and not latched on.
+    forged = bytearray(caller_tx.protect(rtp(99, ssrc=1)))
+    forged[-1] ^= 0xFF
+    caller_tx = _srtp_pair("AES_CM_128_HMAC_SHA1_80", caller_key)[0]  # a fresh index for seq 99
+    parties[2].send_rtp(bytes(forged), a.local_rtp_port)
+    sent = [rtp(seq, ssrc=1) for seq in range(10)]
+    for packet in sent:
+        caller.send_rtp(caller_tx.protect(packet), a.local_rtp_port)
+    got = [pbx_rx.unprotect((await callee.next_rtp())[0]) for _ in sent]
+    assert got == sent
+    assert tapped == sent  # the recording sees plain RTP
+    assert a.stats.dropped_srtp_auth == 1
+    assert a.latched_rtp == caller.address
+
+    back = [rtp(seq, ssrc=2) for seq in range(500, 505)]
+    for packet in back:
+        callee.send_rtp(pbx_tx.protect(packet), b.local_rtp_port)
+    assert [caller_rx.unprotect((await caller.next_rtp())[0]) for _ in back] == back
+
+    # The notice we inject is encrypted for the caller too.
+    notice = build_packet(0, 40, 6400, 0xFEED, b"\xff" * 160)
+    assert a.send_rtp(notice)
+    assert caller_rx.unprotect((await caller.next_rtp())[0]) == notice
+
+    # A replayed packet is dropped like a forged one.
+    replay = caller_tx.protect(rtp(10, ssrc=1))
+    caller.send_rtp(replay, a.local_rtp_port)
+    caller.send_rtp(replay, a.local_rtp_port)
+    caller.send_rtp(caller_tx.protect(rtp(11, ssrc=1)), a.local_rtp_port)
+    assert pbx_rx.unprotect((await callee.next_rtp())[0]) == rtp(10, ssrc=1)
+    assert pbx_rx.unprotect((await callee.next_rtp())[0]) == rtp(11, ssrc=1)
+    assert a.stats.dropped_srtp_auth == 2
+    assert session.stats()["a"]["srtp"] == 1
+
+
+@on_both_loops
+async def test_an_srtp_leg_without_its_key_yet_passes_nothing(h: Harness) -> None:
+    from recorder.media.srtp import NO_KEY
+
+    session, parties = h.session, h.parties
+    caller, callee = parties[0], parties[1]
+    a, b = session.leg_a, session.leg_b
+    a.set_remote(caller.address)
+    b.set_remote(callee.address)
+    b.set_srtp(NO_KEY, NO_KEY)  # the PBX's answer (its key) has not arrived yet
+    callee.send_rtp(rtp(1, ssrc=2), b.local_rtp_port)
+    caller.send_rtp(rtp(1), a.local_rtp_port)  # cannot be encrypted for B: dropped
+
+    async def both_dropped() -> None:
+        while b.stats.dropped_srtp_auth + a.stats.dropped_send < 2:
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(both_dropped(), TIMEOUT)
+    b.set_srtp(None, None)
+    callee.send_rtp(rtp(2, ssrc=2), b.local_rtp_port)
+    assert (await caller.next_rtp())[0] == rtp(2, ssrc=2)
+    assert b.stats.dropped_srtp_auth == 1
+    assert a.stats.dropped_send == 1

@@ -499,6 +499,9 @@ class FakeMedia:
     def set_remote(self, role: str, rtp: Address | None, rtcp: Address | None) -> None:
         pass
 
+    def crypto(self, from_role: str, to_role: str | None) -> None:
+        return None
+
     def close(self) -> None:
         self.closed = True
 
@@ -555,7 +558,7 @@ class Stack:
             ring_timeout=60,
         )
 
-    def _new_media(self, _call_id: str) -> FakeMedia:
+    def _new_media(self, _call_id: str, _side: str) -> FakeMedia:
         media = FakeMedia(20000 + 4 * len(self.media))
         self.media.append(media)
         return media
@@ -869,7 +872,7 @@ class Scenario:
         self.b2bua = B2bua(
             self.external,
             self.internal,
-            lambda _id: self._media(),
+            lambda _id, _side: self._media(),
             media_address="192.0.2.1",
             ring_timeout=60,
             hooks=hooks,

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # plain `python bench/...`
 
 from tests.interop import audio, peers  # noqa: E402
-from tests.interop.recorder_proc import POLICY_TEMPLATE, RecorderProcess  # noqa: E402
+from tests.interop.recorder_proc import RecorderProcess, policy_template_text  # noqa: E402
 
 PROMPT_TEXT = "This call may be recorded. To refuse, press nine."
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -252,7 +252,7 @@ def recorder(
     internal = peers.free_port_block(1, tcp=True)
     policy = work / "policy.toml"
     policy.write_text(
-        POLICY_TEMPLATE.format(
+        policy_template_text(
             external_port=external,
             internal_port=internal,
             pbx_port=pbx_port,

@@ -7,6 +7,10 @@ figure is the relay's alone. Packets carry their send time (CLOCK_MONOTONIC
 is shared between processes) for a one-way latency figure.
 
     .venv/bin/python bench/bench_relay.py --calls 500 --seconds 10 --loop uvloop
+
+With --srtp both legs of every call are SDES-SRTP (AES_CM_128_HMAC_SHA1_80): the
+generator encrypts what each party sends and decrypts what it gets (in its own process),
+the relay decrypts, and encrypts again for the other leg, as `recorder serve` does.
 """
 
 from __future__ import annotations
@@ -32,6 +36,23 @@ SLOTS = 20  # senders are spread over 1 ms slots, as real calls are not phase-al
 DRAIN_SECONDS = 0.5
 # RTP header, then the send time in the payload.
 STAMPED_HEADER = struct.Struct("!BBHIId")
+SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
+# Fixed keys: party A's, ours towards A, party B's, ours towards B (a benchmark, not a call).
+SRTP_KEYS = {
+    "party_a": b"\x01" * 30,
+    "ours_a": b"\x02" * 30,
+    "party_b": b"\x03" * 30,
+    "ours_b": b"\x04" * 30,
+}
+
+
+def _srtp_sessions(key: bytes) -> tuple[Any, Any]:
+    """(outbound, inbound) libsrtp sessions of one key."""
+    from recorder.media.sdes import Crypto
+    from recorder.media.srtp import inbound_session, outbound_session
+
+    crypto = Crypto(1, SRTP_SUITE, key)
+    return outbound_session(crypto), inbound_session(crypto)
 
 
 def _percentile(values: Sequence[float], fraction: float) -> float:
@@ -59,6 +80,7 @@ def run_generator() -> None:
     config = json.loads(sys.stdin.readline())
     relay_ports: list[list[int]] = config["calls"]
     seconds: float = config["seconds"]
+    srtp: bool = config.get("srtp", False)
 
     # Endpoint i: 2 * call for the caller (talks to leg A), 2 * call + 1 for the callee (leg B).
     sockets: list[socket.socket] = []
@@ -70,12 +92,21 @@ def run_generator() -> None:
             sock.setblocking(False)
             sockets.append(sock)
             targets.append((HOST, port))
+    # Per endpoint: what it encrypts with (its own key) and decrypts with (ours towards it).
+    protect: list[Callable[[bytes], bytes]] = []
+    unprotect: list[Callable[[bytes], bytes]] = []
+    if srtp:
+        for index in range(len(sockets)):
+            side = "a" if index % 2 == 0 else "b"
+            protect.append(_srtp_sessions(SRTP_KEYS[f"party_{side}"])[0].protect)
+            unprotect.append(_srtp_sessions(SRTP_KEYS[f"ours_{side}"])[1].unprotect)
     own_ports = [sock.getsockname()[1] for sock in sockets]
     print(json.dumps({"ports": own_ports}), flush=True)
     if sys.stdin.readline().strip() != "go":
         raise SystemExit("generator: expected 'go'")
 
     by_fd = {sock.fileno(): sock for sock in sockets}
+    fd_index = {sock.fileno(): index for index, sock in enumerate(sockets)}
     poller = select.epoll()
     for fd in by_fd:
         poller.register(fd, select.EPOLLIN)
@@ -108,7 +139,10 @@ def run_generator() -> None:
                     index, current,
                 )  # fmt: skip
                 try:
-                    sockets[index].sendto(buffers[index], targets[index])
+                    if srtp:
+                        sockets[index].sendto(protect[index](bytes(buffers[index])), targets[index])
+                    else:
+                        sockets[index].sendto(buffers[index], targets[index])
                 except BlockingIOError:
                     send_errors += 1
                     continue
@@ -126,6 +160,8 @@ def run_generator() -> None:
                 data = by_fd[fd].recv(2048)
             except BlockingIOError:
                 continue
+            if srtp:
+                data = unprotect[fd_index[fd]](data)
             received += 1
             latencies.append(now() - unpack_sent_at(data)[5])
 
@@ -153,7 +189,9 @@ async def _measure_lag(samples: list[float], period: float = 0.010) -> None:
         samples.append(max(0.0, time.perf_counter() - before - period))
 
 
-async def run_relay(calls: int, seconds: float, first_port: int) -> dict[str, Any]:
+async def run_relay(
+    calls: int, seconds: float, first_port: int, srtp: bool = False
+) -> dict[str, Any]:
     from recorder.media.ports import PortPool
     from recorder.media.relay import MediaSession
 
@@ -168,12 +206,19 @@ async def run_relay(calls: int, seconds: float, first_port: int) -> dict[str, An
     )
     assert generator.stdin is not None and generator.stdout is not None
     relay_ports = [[s.leg_a.local_rtp_port, s.leg_b.local_rtp_port] for s in sessions]
-    generator.stdin.write(json.dumps({"calls": relay_ports, "seconds": seconds}).encode() + b"\n")
+    request = {"calls": relay_ports, "seconds": seconds, "srtp": srtp}
+    generator.stdin.write(json.dumps(request).encode() + b"\n")
     await generator.stdin.drain()
     party_ports = json.loads(await generator.stdout.readline())["ports"]
     for index, session in enumerate(sessions):
         session.leg_a.set_remote((HOST, party_ports[2 * index]))
         session.leg_b.set_remote((HOST, party_ports[2 * index + 1]))
+        if srtp:
+            # Each leg decrypts with its party's key and encrypts with ours towards it.
+            for leg, side in ((session.leg_a, "a"), (session.leg_b, "b")):
+                inbound = _srtp_sessions(SRTP_KEYS[f"party_{side}"])[1]
+                outbound = _srtp_sessions(SRTP_KEYS[f"ours_{side}"])[0]
+                leg.set_srtp(inbound, outbound)
 
     lag_samples: list[float] = []
     lag_task = asyncio.create_task(_measure_lag(lag_samples))
@@ -196,7 +241,13 @@ async def run_relay(calls: int, seconds: float, first_port: int) -> dict[str, An
     for session in sessions:
         for leg in (session.leg_a, session.leg_b):
             stats = leg.stats
-            for name in ("rtp_packets", "rtp_forwarded", "dropped_send", "dropped_wrong_source"):
+            for name in (
+                "rtp_packets",
+                "rtp_forwarded",
+                "dropped_send",
+                "dropped_wrong_source",
+                "dropped_srtp_auth",
+            ):
                 totals[name] = totals.get(name, 0) + getattr(stats, name)
             totals["rtp_lost"] = totals.get("rtp_lost", 0) + stats.lost
     for session in sessions:
@@ -213,6 +264,8 @@ async def run_relay(calls: int, seconds: float, first_port: int) -> dict[str, An
         relay_received=totals["rtp_packets"],
         relay_forwarded=relayed,
         relay_dropped_send=totals["dropped_send"],
+        relay_dropped_srtp_auth=totals["dropped_srtp_auth"],
+        srtp=srtp,
         relay_seq_lost=totals["rtp_lost"],
         relay_cpu_s=cpu,
         relay_preemptions=preemptions,
@@ -242,19 +295,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--first-port", type=int, default=20000, help="relay port range start")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--srtp", action="store_true", help="SDES-SRTP on both legs")
     parser.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.generator:
         run_generator()
         return
     with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-        result = runner.run(run_relay(args.calls, args.seconds, args.first_port))
+        result = runner.run(run_relay(args.calls, args.seconds, args.first_port, args.srtp))
     result["loop"] = args.loop
     if args.json:
         print(json.dumps(result))
         return
     print(
-        f"loop={args.loop} calls={args.calls} seconds={args.seconds:g}\n"
+        f"loop={args.loop} calls={args.calls} seconds={args.seconds:g} srtp={args.srtp}\n"
         f"  packets sent {result['sent']}  received {result['received']}  "
         f"loss {result['loss_percent']:.3f}%\n"
         f"  relay: received {result['relay_received']}  forwarded {result['relay_forwarded']}  "

@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT))  # plain `python bench/...`
 
 from bench import bench_callpath as cp  # noqa: E402
 from tests.interop import peers  # noqa: E402
-from tests.interop.recorder_proc import POLICY_TEMPLATE, RecorderProcess  # noqa: E402
+from tests.interop.recorder_proc import RecorderProcess, policy_template_text  # noqa: E402
 
 SYSTEMS = ("direct", "rtpengine", "recorder")
 UAC_MEDIA_BASE = 24000  # [auto_media_port]: 4 ports per call up from here
@@ -334,7 +334,7 @@ def recorder_with_policy(work: Path, uas_port: int, extra: str) -> Iterator[Reco
     internal = peers.free_port_block(1, tcp=True)
     policy = work / "policy.toml"
     policy.write_text(
-        POLICY_TEMPLATE.format(
+        policy_template_text(
             external_port=external,
             internal_port=internal,
             pbx_port=uas_port,

@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))  # plain `python bench/...`
 from bench import bench_callpath as cp  # noqa: E402
 from bench import bench_scale as sc  # noqa: E402
 from tests.interop import peers  # noqa: E402
-from tests.interop.recorder_proc import POLICY_TEMPLATE, RecorderProcess  # noqa: E402
+from tests.interop.recorder_proc import RecorderProcess, policy_template_text  # noqa: E402
 
 UAC_MEDIA_BASE = 2000  # [auto_media_port] window: 2000-12003 (see the docstring)
 UAC_MEDIA_WINDOW = 10000 + 4
@@ -92,7 +92,7 @@ def recorder_service(
     metrics_port = peers.free_port_block(1, tcp=True)
     policy = work / "policy.toml"
     policy.write_text(
-        POLICY_TEMPLATE.format(
+        policy_template_text(
             external_port=external,
             internal_port=internal,
             pbx_port=uas_port,

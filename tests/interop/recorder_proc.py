@@ -25,16 +25,16 @@ drain_seconds = {drain_seconds}
 listen = "127.0.0.1:{external_port}"
 allow = [{external_allow}]
 next_hop = "127.0.0.1:{trunk_port}"
-
+{external_extra}
 [sip.internal]
 listen = "127.0.0.1:{internal_port}"
 allow = ["127.0.0.1/32"]
 next_hop = "127.0.0.1:{pbx_port}"
-
+{internal_extra}
 [media]
 address = "127.0.0.1"
 ports = "{media_first}-{media_last}"
-
+{media_extra}
 [storage]
 dir = "{recordings}"
 database = "{database}"
@@ -155,6 +155,23 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout
     raise RuntimeError(f"recorder did not listen on {port}:\n{log.read_text(errors='replace')}")
 
 
+def policy_template_text(**fields: Any) -> str:
+    """POLICY_TEMPLATE filled in, the optional parts defaulted (the benchmarks use it too):
+    `storage` gives the catalog and recordings places unless `database`/`recordings` do."""
+    storage = fields.get("storage")
+    defaults: dict[str, Any] = dict.fromkeys(
+        ("storage_extra", "service_extra", "external_extra", "internal_extra", "media_extra"), ""
+    )
+    if storage is not None:
+        defaults["database"] = f"sqlite:///{storage}/recorder.db"
+        defaults["recordings"] = Path(storage) / "recordings"
+    return POLICY_TEMPLATE.format(**{**defaults, **fields})
+
+
+def _lines(text: str) -> str:
+    return text.strip() + "\n" if text.strip() else ""
+
+
 @contextmanager
 def running_recorder(
     workdir: Path,
@@ -173,15 +190,19 @@ def running_recorder(
     storage_dir: Path | None = None,
     storage_extra: str = "",
     database: str | None = None,
+    external_extra: str = "",
+    internal_extra: str = "",
+    media_extra: str = "",
 ) -> Iterator[RecorderProcess]:
     """`policy_extra`: the policy tables ([recording], [notice]...) appended to the deploy part.
     `storage_dir`: storage.dir (default WORKDIR/recordings; the catalog stays in WORKDIR);
     `storage_extra`: more `[storage]` keys (`when_full = "reject"`...);
-    `database`: storage.database (default a SQLite file in WORKDIR)."""
+    `database`: storage.database (default a SQLite file in WORKDIR);
+    `external_extra`, `internal_extra`, `media_extra`: more keys for those tables (TLS, SRTP)."""
     workdir.mkdir(parents=True, exist_ok=True)
     policy = workdir / "policy.toml"
     policy.write_text(
-        POLICY_TEMPLATE.format(
+        policy_template_text(
             external_port=external_port,
             internal_port=internal_port,
             pbx_port=pbx_port,
@@ -196,6 +217,9 @@ def running_recorder(
             ring_timeout=ring_timeout,
             drain_seconds=drain_seconds,
             service_extra="" if access_socket is None else f'access_socket = "{access_socket}"\n',
+            external_extra=_lines(external_extra),
+            internal_extra=_lines(internal_extra),
+            media_extra=_lines(media_extra),
         )
         + policy_extra
     )

@@ -61,6 +61,8 @@ def anchor_sdp(
         audio.keep_codecs(keep_codecs)
         if audio.port == 0:
             raise RemoteProtocolError("no common codec", status_hint=488)
+    if crypto is not None:
+        crypto(sdp, audio)  # before the port changes: a read-only anchor passes port 0
     original_address = audio.connection_address
     original_port = audio.port
     rtp: Address | None = None
@@ -85,8 +87,6 @@ def anchor_sdp(
         audio.port = port
         # Our RTCP socket is always RTP+1 (RFC 3550), so no a=rtcp is needed.
         audio.remove_rtcp()
-    if crypto is not None:
-        crypto(sdp, audio)
     for other in sdp.media:
         if other is not audio and other.port != 0:
             # We anchor audio only: other streams are declined rather than leaked around us.

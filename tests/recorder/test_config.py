@@ -123,3 +123,56 @@ def test_storage_full_keys_errors_name_file_line_and_key(
     key = "storage." + line.split(" ")[0]
     number = text.splitlines().index(line) + 1
     assert problem == f"{path}:{number}: {key}: {message}"
+
+
+def test_srtp_modes_default_to_mirror_and_load(tmp_path: Path) -> None:
+    """Issue 21: each side's SRTP mode, and whether one leg may be SRTP and the other not."""
+    config = load_config(write(tmp_path, GOOD))
+    assert (config.external.srtp, config.internal.srtp, config.media.srtp_mixed) == (
+        "mirror",
+        "mirror",
+        False,
+    )
+    text = GOOD.replace(
+        'next_hop = "203.0.113.10:5060"', 'next_hop = "203.0.113.10:5060"\nsrtp = "require"'
+    ).replace('ports = "20001-29999"', 'ports = "20001-29999"\nsrtp_mixed = true')
+    text = text.replace('next_hop = "127.0.0.1:5070"', 'next_hop = "127.0.0.1:5070"\nsrtp = "off"')
+    config = load_config(write(tmp_path, text))
+    assert (config.external.srtp, config.internal.srtp, config.media.srtp_mixed) == (
+        "require",
+        "off",
+        True,
+    )
+    assert config.srtp_sides("internal") == {"a": ("internal", "off"), "b": ("external", "require")}
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "message"),
+    [
+        (('next_hop = "203.0.113.10:5060"', 'next_hop = "203.0.113.10:5060"\nsrtp = "always"'),
+         "sip.external.srtp", "must be 'mirror', 'require' or 'off'"),
+        (('ports = "20001-29999"', 'ports = "20001-29999"\nsrtp_mixed = "yes"'),
+         "media.srtp_mixed", "must be true or false"),
+    ],
+)  # fmt: skip
+def test_bad_srtp_keys_name_file_line_and_key(
+    tmp_path: Path, change: tuple[str, str], key: str, message: str
+) -> None:
+    text = GOOD.replace(*change)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    assert f": {key}: {message}" in problem
+    line = int(problem.split(": ")[0].rsplit(":", 1)[1])
+    assert key.split(".")[-1] in text.splitlines()[line - 1]
+
+
+def test_sides_that_always_mix_srtp_and_plain_need_srtp_mixed(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'next_hop = "203.0.113.10:5060"', 'next_hop = "203.0.113.10:5060"\nsrtp = "require"'
+    ).replace('next_hop = "127.0.0.1:5070"', 'next_hop = "127.0.0.1:5070"\nsrtp = "off"')
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    [problem] = caught.value.problems
+    assert "media.srtp_mixed" in problem and "set srtp_mixed = true" in problem

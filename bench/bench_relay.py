@@ -46,6 +46,12 @@ SRTP_KEYS = {
 }
 
 
+try:
+    from pylibsrtp import Error as SrtpError
+except ImportError:  # the plain benchmark runs without it
+    SrtpError = ValueError  # type: ignore[misc,assignment]
+
+
 def _srtp_sessions(key: bytes) -> tuple[Any, Any]:
     """(outbound, inbound) libsrtp sessions of one key."""
     from recorder.media.sdes import Crypto
@@ -115,6 +121,7 @@ def run_generator() -> None:
     slots = [list(range(slot, len(sockets), SLOTS)) for slot in range(SLOTS)]
     sent = [0, 0]  # by direction: 0 = caller -> callee, 1 = callee -> caller
     received = 0
+    strays = 0
     send_errors = 0
     latencies = array("d")
     unpack_sent_at = STAMPED_HEADER.unpack_from
@@ -160,15 +167,25 @@ def run_generator() -> None:
                 data = by_fd[fd].recv(2048)
             except BlockingIOError:
                 continue
+            index = fd_index[fd]
             if srtp:
-                data = unprotect[fd_index[fd]](data)
+                try:
+                    data = unprotect[index](data)
+                except SrtpError:
+                    strays += 1
+                    continue
+            stamp = unpack_sent_at(data)
+            if stamp[4] != index ^ 1:
+                strays += 1  # not from this endpoint's party (a packet of an earlier run)
+                continue
             received += 1
-            latencies.append(now() - unpack_sent_at(data)[5])
+            latencies.append(now() - stamp[5])
 
     result = {
         "sent_a_to_b": sent[0],
         "sent_b_to_a": sent[1],
         "received": received,
+        "strays": strays,
         "send_errors": send_errors,
         "latency_p50_ms": _percentile(latencies, 0.50) * 1000,
         "latency_p99_ms": _percentile(latencies, 0.99) * 1000,

@@ -50,7 +50,7 @@ def main() -> None:
                     f"{result['relay_us_per_packet']:.1f} us/packet, "
                     f"{result['relay_cpu_cores']:.3f} core, loss {result['loss_percent']:.3f}%, "
                     f"latency p99 {result['latency_p99_ms']:.2f} ms, "
-                    f"auth drops {result['relay_dropped_srtp_auth']}",
+                    f"auth drops {result['relay_dropped_srtp_auth']}, strays {result['strays']}",
                     flush=True,
                 )
     summary = []

@@ -41,8 +41,12 @@ class SipTls:
     verify_client: bool = False  # inbound TLS needs a client certificate chaining to `ca`
     server_name: str | None = None  # the name next_hop's certificate must carry; None: its host
 
-    def settings(self, sent_by_host: str) -> TlsSettings:
-        """The endpoint's TlsSettings; `sent_by_host` is the side's advertised host."""
+    def settings(self, advertised_host: str) -> TlsSettings:
+        """The endpoint's TlsSettings. Via names tls_listen's host, or `advertised_host`
+        (the side's) when TLS listens on all addresses."""
+        host = self.listen[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = advertised_host
         return tls_settings(
             cert=self.cert,
             key=self.key,
@@ -51,7 +55,7 @@ class SipTls:
             verify_server=self.verify_server,
             verify_client=self.verify_client,
             server_name=self.server_name,
-            sent_by=(sent_by_host, self.listen[1]),
+            sent_by=(host, self.listen[1]),
         )
 
 

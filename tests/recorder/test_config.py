@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from pathlib import Path
 
@@ -175,7 +176,9 @@ def test_tls_keys(tmp_path: Path) -> None:
     assert (external.tls.ca, external.tls.verify_server) == (None, False)
     settings = internal.tls.settings("192.0.2.7")
     assert settings.listen == ("127.0.0.1", 5071)
-    assert settings.sent_by == ("192.0.2.7", 5071)
+    assert settings.sent_by == ("127.0.0.1", 5071)  # tls_listen's own host
+    anywhere = dataclasses.replace(internal.tls, listen=("0.0.0.0", 5071))
+    assert anywhere.settings("192.0.2.7").sent_by == ("192.0.2.7", 5071)
     assert settings.server_name == "pbx.example"
     assert settings.server_context is not None
     assert settings.server_context.verify_mode == ssl.CERT_REQUIRED

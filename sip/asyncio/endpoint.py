@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from sip.errors import RemoteProtocolError
 from sip.message import KNOWN_METHODS, Message, Request, Response
@@ -79,7 +80,6 @@ class SipEndpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: UdpProtocol | None = None
         self._tcp_server: asyncio.Server | None = None
-        self._tls_server: asyncio.Server | None = None
         self._tls: TlsSettings | None = None
         self._tls_local: Address | None = None
         self._connections: dict[ConnectionKey, TcpConnection] = {}
@@ -146,13 +146,23 @@ class SipEndpoint:
         if tls.server_context is None:
             raise ValueError("TlsSettings.listen needs a server_context")
         assert self._loop is not None
-        # Plain TCP first, the handshake in a task of ours (_accept_tls): asyncio's own
-        # ssl= server drops a failed handshake silently, and it must be said and counted.
-        self._tls_server = await self._loop.create_server(
-            lambda: _TlsAcceptor(self._accept_tls), address[0], address[1], reuse_address=True
+        # Our own accept loop, each handshake awaited in a task of ours (_handshake): the
+        # loop's ssl= server drops a failed handshake silently, and it must be said and
+        # counted. start_tls() on an accepted transport is no way either: uvloop may read
+        # the ClientHello before it takes over, and the handshake then hangs.
+        infos = await self._loop.getaddrinfo(
+            address[0], address[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        sockname = self._tls_server.sockets[0].getsockname()
+        listener = socket.create_server(address, family=infos[0][0], backlog=128)
+        listener.setblocking(False)
+        self._spawn(self._accept_tls(listener))
+        sockname = listener.getsockname()
         return str(sockname[0]), int(sockname[1])
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
         """Stop listening, close every connection and forget every transaction timer."""
@@ -166,8 +176,6 @@ class SipEndpoint:
             self._udp.transport.close()
         if self._tcp_server is not None:
             self._tcp_server.close()
-        if self._tls_server is not None:
-            self._tls_server.close()
         for conn in list(self._connections.values()):
             conn.close()
         for task in self._tasks:
@@ -176,8 +184,6 @@ class SipEndpoint:
     async def wait_closed(self) -> None:
         if self._tcp_server is not None:
             await self._tcp_server.wait_closed()
-        if self._tls_server is not None:
-            await self._tls_server.wait_closed()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -292,25 +298,36 @@ class SipEndpoint:
     def _connection_opened(self, conn: TcpConnection) -> None:
         self._connections[(conn.name, conn.peer)] = conn
 
-    def _accept_tls(self, transport: asyncio.Transport) -> None:
-        if self._closed:
-            transport.close()
-            return
-        task = asyncio.ensure_future(self._handshake(transport))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _handshake(self, raw: asyncio.Transport) -> None:
-        assert self._loop is not None and self._tls is not None
-        assert self._tls.server_context is not None
-        peer = raw.get_extra_info("peername")
-        conn = self._new_connection("TLS")
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        assert self._loop is not None
         try:
-            transport = await self._loop.start_tls(
-                raw,
-                conn,
-                self._tls.server_context,
-                server_side=True,
+            while not self._closed:
+                try:
+                    sock, _ = await self._loop.sock_accept(listener)
+                except OSError as exc:
+                    # Out of file descriptors, mostly: give the calls in progress a moment
+                    # to hand some back rather than spin.
+                    log.warning("TLS accept failed: %s", exc)
+                    await asyncio.sleep(0.1)
+                    continue
+                self._spawn(self._handshake(sock))
+        finally:
+            # Here, once the loop no longer watches it (close() cancels this task).
+            listener.close()
+
+    async def _handshake(self, sock: socket.socket) -> None:
+        assert self._loop is not None and self._tls is not None
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            sock.close()  # gone already: nobody to tell
+            return
+        try:
+            # connection_made (registering the connection) comes before any data.
+            await self._loop.connect_accepted_socket(
+                lambda: self._new_connection("TLS"),
+                sock,
+                ssl=self._tls.server_context,
                 ssl_handshake_timeout=self._tls.handshake_timeout,
             )
         except OSError as exc:  # ssl.SSLError is one; so is the handshake timeout
@@ -318,10 +335,6 @@ class SipEndpoint:
             log.warning(
                 "TLS handshake with %s:%d failed: %s", peer[0], peer[1], describe_tls_error(exc)
             )
-            return
-        if transport is None or transport.is_closing():
-            return
-        conn.connection_made(transport)
 
     def _connection_lost(self, conn: TcpConnection) -> None:
         for address, known in list(self._connections.items()):
@@ -400,9 +413,7 @@ class SipEndpoint:
             queue.append(data)
             return
         self._connecting[key] = [data]
-        task = asyncio.ensure_future(self._connect(key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._connect(key))
 
     async def _connect(self, key: ConnectionKey) -> None:
         assert self._loop is not None
@@ -478,16 +489,3 @@ class SipEndpoint:
                 log.info("no ACK for the 2xx of %s", pending.key)
                 self._deliver(TransactionTimedOut(pending.key, pending.request))
         self._process()
-
-
-class _TlsAcceptor(asyncio.Protocol):
-    """A connection accepted on the TLS port, until the endpoint starts its handshake."""
-
-    def __init__(self, accept: Callable[[asyncio.Transport], None]) -> None:
-        self._accept = accept
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tcp = cast(asyncio.Transport, transport)
-        # The ClientHello must wait in the socket for start_tls(): read here, it would be lost.
-        tcp.pause_reading()
-        self._accept(tcp)

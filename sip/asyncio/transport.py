@@ -152,23 +152,14 @@ class TcpConnection(asyncio.Protocol):
         self.name = name
         self.transport: asyncio.Transport | None = None
         self.peer: Address = ("", 0)
-        # Data decrypted before connection_made: loop.start_tls() hands its transport to us
-        # only when its await returns, and may deliver the first records before that.
-        self._early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1]))
         self._on_open(self)
-        early, self._early = self._early, []
-        for data in early:
-            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:
-            self._early.append(data)
-            return
         chunk = data
         while True:
             try:
@@ -192,7 +183,7 @@ class TcpConnection(asyncio.Protocol):
             data = b""
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None:
+        if exc is not None and self.transport is not None:  # else: a failed TLS handshake
             log.info("%s connection with %s lost: %s", self.name, self.peer, exc)
         self._on_close(self)
 

@@ -25,12 +25,12 @@ drain_seconds = {drain_seconds}
 listen = "127.0.0.1:{external_port}"
 allow = [{external_allow}]
 next_hop = "127.0.0.1:{trunk_port}"
-
+{external_extra}
 [sip.internal]
 listen = "127.0.0.1:{internal_port}"
 allow = ["127.0.0.1/32"]
 next_hop = "127.0.0.1:{pbx_port}"
-
+{internal_extra}
 [media]
 address = "127.0.0.1"
 ports = "{media_first}-{media_last}"
@@ -173,11 +173,15 @@ def running_recorder(
     storage_dir: Path | None = None,
     storage_extra: str = "",
     database: str | None = None,
+    external_extra: str = "",
+    internal_extra: str = "",
 ) -> Iterator[RecorderProcess]:
     """`policy_extra`: the policy tables ([recording], [notice]...) appended to the deploy part.
     `storage_dir`: storage.dir (default WORKDIR/recordings; the catalog stays in WORKDIR);
     `storage_extra`: more `[storage]` keys (`when_full = "reject"`...);
-    `database`: storage.database (default a SQLite file in WORKDIR)."""
+    `database`: storage.database (default a SQLite file in WORKDIR);
+    `external_extra`, `internal_extra`: more keys of `[sip.external]`, `[sip.internal]`
+    (`transport = "tls"`, `tls_cert = ...`), one per line."""
     workdir.mkdir(parents=True, exist_ok=True)
     policy = workdir / "policy.toml"
     policy.write_text(
@@ -192,6 +196,8 @@ def running_recorder(
             database=database or f"sqlite:///{workdir}/recorder.db",
             recordings=storage_dir if storage_dir is not None else workdir / "recordings",
             storage_extra=storage_extra + "\n" if storage_extra else "",
+            external_extra=external_extra + "\n" if external_extra else "",
+            internal_extra=internal_extra + "\n" if internal_extra else "",
             external_allow=", ".join(f'"{a}"' for a in external_allow),
             ring_timeout=ring_timeout,
             drain_seconds=drain_seconds,

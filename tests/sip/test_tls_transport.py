@@ -286,3 +286,38 @@ async def test_plain_python_client(pki: Pki, stop: list[Peer]) -> None:
     status = await asyncio.wait_for(reader.readline(), TIMEOUT)
     assert status == b"SIP/2.0 200 OK\r\n"
     writer.close()
+
+
+def test_handshakes_under_uvloop(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    """The service runs on uvloop: a ClientHello must never be lost between accept and
+    handshake there either (start_tls() on an accepted transport did lose some)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        started: list[Peer] = []
+        try:
+            b = await peer(started, pki.settings("b", verify_client=True))
+            a = await peer(started, pki.settings("a"))
+            anonymous = await peer(started, TlsSettings(client_context(ca=pki.ca.cert_path)))
+            for n in range(5):
+                # A new connection each time: the old one is closed under a's feet.
+                for conn in list(a.endpoint._connections.values()):
+                    conn.close()
+                await asyncio.sleep(0.01)
+                key = a.endpoint.send_request(
+                    make_request("OPTIONS", call_id=f"uv-{n}"), b.tls_address, "TLS"
+                )
+                final = await a.wait_for(is_final(key))
+                assert isinstance(final, ResponseReceived) and final.response.status == 200
+            key = anonymous.endpoint.send_request(make_request("OPTIONS"), b.tls_address, "TLS")
+            await anonymous.wait_for(is_timeout(key))
+            assert b.endpoint.tls_failures == 1
+        finally:
+            for p in started:
+                p.endpoint.close()
+                await p.endpoint.wait_closed()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
+    assert len(tls_lines(caplog, "TLS handshake with")) == 1
+    no_asyncio_noise(caplog)

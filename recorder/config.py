@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sip.asyncio.tls import TlsSettings, server_context, tls_settings
+
 Address = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -28,12 +30,43 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class SipTls:
+    """SIP over TLS on one side (`tls_*` keys): on whenever `tls_cert` is set."""
+
+    cert: Path
+    key: Path
+    listen: Address  # where TLS is accepted
+    ca: Path | None = None  # peers' certificates chain to this bundle; None: the system CAs
+    verify_server: bool = True  # next_hop's certificate must verify and name it
+    verify_client: bool = False  # inbound TLS needs a client certificate chaining to `ca`
+    server_name: str | None = None  # the name next_hop's certificate must carry; None: its host
+
+    def settings(self, advertised_host: str) -> TlsSettings:
+        """The endpoint's TlsSettings. Via names tls_listen's host, or `advertised_host`
+        (the side's) when TLS listens on all addresses."""
+        host = self.listen[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = advertised_host
+        return tls_settings(
+            cert=self.cert,
+            key=self.key,
+            listen=self.listen,
+            ca=self.ca,
+            verify_server=self.verify_server,
+            verify_client=self.verify_client,
+            server_name=self.server_name,
+            sent_by=(host, self.listen[1]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SipSide:
     name: str  # "external" (trunk) or "internal" (PBX)
     listen: Address
     allow: tuple[Network, ...]
     next_hop: Address
-    transport: str = "udp"  # transport used towards next_hop
+    transport: str = "udp"  # transport used towards next_hop: udp, tcp or tls
+    tls: SipTls | None = None
     # SDES-SRTP on this side (issue 21): "mirror" what the other side does, "require" it
     # (plain RTP offers get 488), or "off" (SRTP offers get 488).
     srtp: str = "mirror"
@@ -227,6 +260,27 @@ class _Reader:
             return ""
         return value
 
+    def boolean(self, table: Mapping[str, Any], dotted: str, default: bool) -> bool:
+        value = table.get(dotted.split(".")[-1], default)
+        if not isinstance(value, bool):
+            self.error(dotted, f"must be true or false, not {type(value).__name__}")
+            return default
+        return value
+
+    def readable_file(self, table: Mapping[str, Any], dotted: str) -> Path | None:
+        """A path that must name a readable file now (certificates, keys); None if unset."""
+        text = self.string(table, dotted, "")
+        if not text:
+            return None
+        path = Path(text)
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            self.error(dotted, f"cannot read {text!r}: {exc.strerror}")
+            return None
+        return path
+
     def number(
         self, table: Mapping[str, Any], dotted: str, default: float, minimum: float
     ) -> float:
@@ -260,14 +314,67 @@ def parse_address(text: str) -> Address | None:
     return match.group(1), port
 
 
+_TLS_KEYS = {
+    "tls_listen",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "tls_verify_server",
+    "tls_verify_client",
+    "tls_server_name",
+}
+
+
+def _read_tls(
+    reader: _Reader, table: Mapping[str, Any], dotted: str, listen: Address, transport: str
+) -> SipTls | None:
+    """The side's `tls_*` keys: None (no TLS) unless `tls_cert` is set."""
+    if "tls_cert" not in table:
+        given = sorted(k for k in _TLS_KEYS if k in table)
+        if transport == "tls" or given:
+            why = "transport = 'tls'" if transport == "tls" else f"{given[0]} is set"
+            reader.error(f"{dotted}.tls_cert", f"is required when {why}")
+        return None
+    cert = reader.readable_file(table, f"{dotted}.tls_cert")
+    if "tls_key" not in table:
+        reader.error(f"{dotted}.tls_key", "is required with tls_cert")
+    key = reader.readable_file(table, f"{dotted}.tls_key")
+    ca = reader.readable_file(table, f"{dotted}.tls_ca")
+    host, port = listen
+    tls_listen = reader.address(table, f"{dotted}.tls_listen", f"{host}:{min(port + 1, 65535)}")
+    if tls_listen[1] == port:
+        reader.error(f"{dotted}.tls_listen", f"must differ from {dotted}.listen (TCP is there)")
+    verify_client = reader.boolean(table, f"{dotted}.tls_verify_client", False)
+    tls = SipTls(
+        cert=cert or Path(),
+        key=key or Path(),
+        listen=tls_listen,
+        ca=ca,
+        verify_server=reader.boolean(table, f"{dotted}.tls_verify_server", True),
+        verify_client=verify_client,
+        server_name=reader.string(table, f"{dotted}.tls_server_name", "") or None,
+    )
+    if cert is not None and key is not None:
+        try:
+            # Loaded now so that a key of another certificate, or a file that is no PEM,
+            # stops the start with its key named, not the first TLS connection.
+            server_context(cert, key, ca=ca, verify_client=verify_client)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            reader.error(f"{dotted}.tls_cert", f"cannot be used with tls_key/tls_ca: {exc}")
+    return tls
+
+
 def _read_side(reader: _Reader, sip: Mapping[str, Any], name: str) -> SipSide:
     dotted = f"sip.{name}"
-    table = reader.table(sip, dotted, {"listen", "allow", "next_hop", "transport", "srtp"})
+    table = reader.table(
+        sip, dotted, {"listen", "allow", "next_hop", "transport", "srtp"} | _TLS_KEYS
+    )
     listen = reader.address(table, f"{dotted}.listen")
     next_hop = reader.address(table, f"{dotted}.next_hop")
     transport = reader.string(table, f"{dotted}.transport", "udp").lower()
-    if transport not in ("udp", "tcp"):
-        reader.error(f"{dotted}.transport", f"must be 'udp' or 'tcp', got {transport!r}")
+    if transport not in ("udp", "tcp", "tls"):
+        reader.error(f"{dotted}.transport", f"must be 'udp', 'tcp' or 'tls', got {transport!r}")
+    tls = _read_tls(reader, table, dotted, listen, transport)
     srtp = reader.string(table, f"{dotted}.srtp", "mirror").lower()
     if srtp not in SRTP_MODES:
         reader.error(f"{dotted}.srtp", f"must be 'mirror', 'require' or 'off', got {srtp!r}")
@@ -282,7 +389,19 @@ def _read_side(reader: _Reader, sip: Mapping[str, Any], name: str) -> SipSide:
                 networks.append(ipaddress.ip_network(cidr, strict=False))
             except ValueError:
                 reader.error(f"{dotted}.allow", f"not a network: {cidr!r}")
-    return SipSide(name, listen, tuple(networks), next_hop, transport, srtp)
+    return SipSide(name, listen, tuple(networks), next_hop, transport, tls, srtp)
+
+
+def _check_tls_ports(reader: _Reader, *sides: SipSide) -> None:
+    """A TLS listener takes a TCP port: not one another listener of either side holds."""
+    taken: dict[Address, str] = {side.listen: f"sip.{side.name}.listen" for side in sides}
+    for side in sides:
+        if side.tls is None:
+            continue
+        holder = taken.get(side.tls.listen)
+        if holder is not None and holder != f"sip.{side.name}.listen":
+            reader.error(f"sip.{side.name}.tls_listen", f"{side.tls.listen[1]} is {holder}'s port")
+        taken[side.tls.listen] = f"sip.{side.name}.tls_listen"
 
 
 def load_config(path: str | Path) -> Config:
@@ -372,6 +491,7 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
     internal = _read_side(reader, sip, "internal")
     if external.listen == internal.listen and external.listen[1]:
         reader.error("sip.internal.listen", "must differ from sip.external.listen")
+    _check_tls_ports(reader, external, internal)
     timers_table = reader.table(sip, "sip.timers", {"t1", "t2", "t4"})
     timers = SipTimers(
         t1=reader.number(timers_table, "sip.timers.t1", 0.5, 0.01),

@@ -102,6 +102,11 @@ def _advertised(side: SipSide, fallback: str) -> Address:
     return host, port
 
 
+def _listening(side: SipSide) -> str:
+    tls = f", TLS on {side.tls.listen[0]}:{side.tls.listen[1]}" if side.tls is not None else ""
+    return f"{side.listen[0]}:{side.listen[1]} (UDP, TCP{tls})"
+
+
 class Service:
     """One running recorder: two SIP endpoints, the B2BUA, the media port pool."""
 
@@ -166,7 +171,8 @@ class Service:
         for side in (config.external, config.internal):
             advertised = _advertised(side, config.media.address)
             endpoint = SipEndpoint(handler_for(side.name), timers, sent_by=advertised)
-            await endpoint.start(*side.listen)
+            tls = side.tls.settings(advertised[0]) if side.tls is not None else None
+            await endpoint.start(*side.listen, tls=tls)
             self.endpoints[side.name] = endpoint
             runtimes[side.name] = SipSideRuntime(side, endpoint, advertised)
 
@@ -235,8 +241,8 @@ class Service:
         self._purge_task = asyncio.ensure_future(self._purge_every(PURGE_INTERVAL))
         log.info(
             "service.started",
-            external=f"{config.external.listen[0]}:{config.external.listen[1]}",
-            internal=f"{config.internal.listen[0]}:{config.internal.listen[1]}",
+            external=_listening(config.external),
+            internal=_listening(config.internal),
             media_ports=f"{config.media.port_first}-{config.media.port_last}",
         )
 

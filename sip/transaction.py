@@ -43,6 +43,7 @@ import enum
 import heapq
 import itertools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sip.errors import LocalProtocolError
@@ -411,9 +412,18 @@ def _client_key(branch: str, method: str) -> str:
 class TransactionLayer:
     """All transactions of one SIP listening side. Sans-IO: no clock, no sockets."""
 
-    def __init__(self, config: TimerConfig = TimerConfig(), *, local_sent_by: Address) -> None:
+    def __init__(
+        self,
+        config: TimerConfig = TimerConfig(),
+        *,
+        local_sent_by: Address,
+        sent_by: Mapping[str, Address] | None = None,
+    ) -> None:
+        """`sent_by`: a Via sent-by per transport ("TLS" listens on its own port, RFC 3261
+        §18.2.1: responses come back to the sent-by port); `local_sent_by` otherwise."""
         self._config = config
         self._local_sent_by = local_sent_by
+        self._sent_by = {name.upper(): address for name, address in (sent_by or {}).items()}
         self._txns: dict[str, _Transaction] = {}
         # (deadline, seq, key, timer); entries are invalidated lazily: one is live only while
         # the transaction still holds that timer with the same seq.
@@ -750,7 +760,7 @@ class TransactionLayer:
 
     def _prepare_request(self, request: Request, transport: str) -> tuple[str, bytes]:
         if "Via" not in request.headers:
-            host, port = self._local_sent_by
+            host, port = self._sent_by.get(transport, self._local_sent_by)
             request.headers.add(
                 "Via",
                 f"SIP/2.0/{transport} {_format_host(host)}:{port};branch={generate_branch()};rport",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from recorder.call.contact import contact_uri
 from recorder.call.limits import Admission
 from recorder.call.sdp_anchor import CryptoRewrite, LocalAnswer, anchor_sdp, is_sdp, local_answer
 from recorder.config import SipSide
@@ -608,23 +609,15 @@ class B2bua:
         )
         a_to = a_invite.to
         to = NameAddr(display=a_to.display, uri=a_to.uri.copy(), params={})
-        contact_host, contact_port = other.contact_host
-        contact_uri = SipUri(
-            scheme="sip",
-            user=a_from.uri.user or "recorder",
-            password=None,
-            host=contact_host,
-            port=contact_port,
-            params={},
-            headers={},
-        )
+        user, transport = a_from.uri.user or "recorder", other.config.transport
+        contact = contact_uri(user, other.config, other.contact_host, transport)
         headers = Headers()
         headers.add("Max-Forwards", str(max_forwards))
         headers.add("From", str(from_))
         headers.add("To", str(to))
         headers.add("Call-ID", generate_call_id())
         headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", str(NameAddr(display=None, uri=contact_uri, params={})))
+        headers.add("Contact", str(NameAddr(display=None, uri=contact, params={})))
         headers.add("Allow", ALLOW)
         supported = [
             s.strip()
@@ -1210,16 +1203,7 @@ class B2bua:
             self._dialogs[self._dialog_key(call.b)] = (call, "b")
 
     def _contact(self, leg: Leg) -> NameAddr:
-        host, port = leg.side.contact_host
-        uri = SipUri(
-            scheme="sip",
-            user="recorder",
-            password=None,
-            host=host,
-            port=port,
-            params={},
-            headers={},
-        )
+        uri = contact_uri("recorder", leg.side.config, leg.side.contact_host, leg.transport)
         return NameAddr(display=None, uri=uri, params={})
 
     def _response(

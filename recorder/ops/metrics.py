@@ -165,6 +165,8 @@ class EndpointView(Protocol):
     def messages(self) -> Mapping[tuple[str, str, int], int]: ...
     @property
     def parse_errors(self) -> int: ...
+    @property
+    def tls_failures(self) -> int: ...
 
 
 class ServiceView(Protocol):
@@ -563,6 +565,11 @@ class RecorderCollector(Collector):
             "Messages that could not be parsed, by side.",
             labels=["side"],
         )
+        tls = CounterMetricFamily(
+            "recorder_sip_tls_failures",
+            "TLS handshakes that failed (inbound and towards next_hop), by side.",
+            labels=["side"],
+        )
         for side, endpoint in sorted(self.service.endpoints.items()):
             for (direction, method, status), count in sorted(endpoint.messages.items()):
                 if status == 0:
@@ -570,9 +577,11 @@ class RecorderCollector(Collector):
                 else:
                     responses.add_metric([side, direction, method, str(status)], count)
             errors.add_metric([side], endpoint.parse_errors)
+            tls.add_metric([side], endpoint.tls_failures)
         yield requests
         yield responses
         yield errors
+        yield tls
 
     def _purge(self) -> Iterator[Metric]:
         purged = CounterMetricFamily(

@@ -1,4 +1,5 @@
-"""`SipEndpoint`: a TransactionLayer on a UDP socket and a TCP listener, driven by asyncio.
+"""`SipEndpoint`: a TransactionLayer on a UDP socket and a TCP listener (and a TLS one when
+given `TlsSettings`), driven by asyncio.
 
 Everything received is parsed, fed to the layer with `loop.time()`, and the layer's
 datagrams are sent and its events handed to `on_event(endpoint, event)`. One loop timer
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from sip.errors import RemoteProtocolError
 from sip.message import KNOWN_METHODS, Message, Request, Response
@@ -33,6 +36,7 @@ from sip.transaction import (
     Uas2xxRetransmitter,
 )
 
+from .tls import TlsSettings, describe_tls_error
 from .transport import TcpConnection, UdpProtocol, error_response
 
 __all__ = ["EventHandler", "SipEndpoint"]
@@ -40,6 +44,8 @@ __all__ = ["EventHandler", "SipEndpoint"]
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[["SipEndpoint", TransactionEvent], None]
+# Connections are kept by (transport, address): TCP and TLS to one address are not the same.
+ConnectionKey = tuple[str, Address]
 
 
 def _counted(method: str) -> str:
@@ -74,8 +80,10 @@ class SipEndpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: UdpProtocol | None = None
         self._tcp_server: asyncio.Server | None = None
-        self._connections: dict[Address, TcpConnection] = {}
-        self._connecting: dict[Address, list[bytes]] = {}
+        self._tls: TlsSettings | None = None
+        self._tls_local: Address | None = None
+        self._connections: dict[ConnectionKey, TcpConnection] = {}
+        self._connecting: dict[ConnectionKey, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
@@ -91,11 +99,16 @@ class SipEndpoint:
         # Retransmissions are not counted.
         self.messages: Counter[tuple[str, str, int]] = Counter()
         self.parse_errors = 0
+        # TLS handshakes that failed, inbound and outbound (bad or missing certificate,
+        # not TLS at all, too slow).
+        self.tls_failures = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen on UDP and TCP at (host, port); port 0 picks a free one (same for both)."""
+    async def start(self, host: str, port: int, *, tls: TlsSettings | None = None) -> None:
+        """Listen on UDP and TCP at (host, port); port 0 picks a free one (same for both).
+        With `tls`, requests may be sent over "TLS", and TLS is accepted at `tls.listen`
+        when it is set (port 0: a free one)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         udp_transport, udp = await loop.create_datagram_endpoint(
@@ -112,8 +125,44 @@ class SipEndpoint:
         except OSError:
             udp_transport.close()
             raise
-        self._layer = TransactionLayer(self._config, local_sent_by=self._sent_by or self._local)
-        log.info("SIP endpoint listening on %s:%d (UDP, TCP)", *self._local)
+        sent_by = self._sent_by or self._local
+        per_transport: dict[str, Address] = {}
+        listening = "UDP, TCP"
+        self._tls = tls
+        if tls is not None and tls.listen is not None:
+            try:
+                self._tls_local = await self._listen_tls(tls, tls.listen)
+            except OSError:
+                udp_transport.close()
+                assert self._tcp_server is not None
+                self._tcp_server.close()
+                raise
+            per_transport["TLS"] = tls.sent_by or (sent_by[0], self._tls_local[1])
+            listening += f", TLS on {self._tls_local[0]}:{self._tls_local[1]}"
+        self._layer = TransactionLayer(self._config, local_sent_by=sent_by, sent_by=per_transport)
+        log.info("SIP endpoint listening on %s:%d (%s)", *self._local, listening)
+
+    async def _listen_tls(self, tls: TlsSettings, address: Address) -> Address:
+        if tls.server_context is None:
+            raise ValueError("TlsSettings.listen needs a server_context")
+        assert self._loop is not None
+        # Our own accept loop, each handshake awaited in a task of ours (_handshake): the
+        # loop's ssl= server drops a failed handshake silently, and it must be said and
+        # counted. start_tls() on an accepted transport is no way either: uvloop may read
+        # the ClientHello before it takes over, and the handshake then hangs.
+        infos = await self._loop.getaddrinfo(
+            address[0], address[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        listener = socket.create_server(address, family=infos[0][0], backlog=128)
+        listener.setblocking(False)
+        self._spawn(self._accept_tls(listener))
+        sockname = listener.getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
         """Stop listening, close every connection and forget every transaction timer."""
@@ -148,6 +197,11 @@ class SipEndpoint:
     @property
     def local_address(self) -> Address:
         return self._local
+
+    @property
+    def tls_address(self) -> Address | None:
+        """Where TLS is accepted (the bound port when 0 was asked), None without TLS."""
+        return self._tls_local
 
     @property
     def layer(self) -> TransactionLayer:
@@ -232,13 +286,55 @@ class SipEndpoint:
         if answer is not None:
             self._transmit(answer, source, transport)
 
-    def _new_connection(self) -> TcpConnection:
+    def _new_connection(self, name: str = "TCP") -> TcpConnection:
         return TcpConnection(
-            self._on_message, self._on_parse_error, self._connection_opened, self._connection_lost
+            self._on_message,
+            self._on_parse_error,
+            self._connection_opened,
+            self._connection_lost,
+            name,
         )
 
     def _connection_opened(self, conn: TcpConnection) -> None:
-        self._connections[conn.peer] = conn
+        self._connections[(conn.name, conn.peer)] = conn
+
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        assert self._loop is not None
+        try:
+            while not self._closed:
+                try:
+                    sock, _ = await self._loop.sock_accept(listener)
+                except OSError as exc:
+                    # Out of file descriptors, mostly: give the calls in progress a moment
+                    # to hand some back rather than spin.
+                    log.warning("TLS accept failed: %s", exc)
+                    await asyncio.sleep(0.1)
+                    continue
+                self._spawn(self._handshake(sock))
+        finally:
+            # Here, once the loop no longer watches it (close() cancels this task).
+            listener.close()
+
+    async def _handshake(self, sock: socket.socket) -> None:
+        assert self._loop is not None and self._tls is not None
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            sock.close()  # gone already: nobody to tell
+            return
+        try:
+            # connection_made (registering the connection) comes before any data.
+            await self._loop.connect_accepted_socket(
+                lambda: self._new_connection("TLS"),
+                sock,
+                ssl=self._tls.server_context,
+                ssl_handshake_timeout=self._tls.handshake_timeout,
+            )
+        except OSError as exc:  # ssl.SSLError is one; so is the handshake timeout
+            self.tls_failures += 1
+            log.warning(
+                "TLS handshake with %s:%d failed: %s", peer[0], peer[1], describe_tls_error(exc)
+            )
 
     def _connection_lost(self, conn: TcpConnection) -> None:
         for address, known in list(self._connections.items()):
@@ -302,44 +398,60 @@ class SipEndpoint:
             if self._udp is not None:
                 self._udp.send(data, destination)
             return
-        if transport != "TCP":
+        if transport not in ("TCP", "TLS") or (transport == "TLS" and self._tls is None):
             log.warning(
                 "transport %s not supported, dropping message to %s", transport, destination
             )
             return
-        conn = self._connections.get(destination)
+        key = (transport, destination)
+        conn = self._connections.get(key)
         if conn is not None and conn.is_open:
             conn.send(data)
             return
-        queue = self._connecting.get(destination)
+        queue = self._connecting.get(key)
         if queue is not None:
             queue.append(data)
             return
-        self._connecting[destination] = [data]
-        task = asyncio.ensure_future(self._connect(destination))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._connecting[key] = [data]
+        self._spawn(self._connect(key))
 
-    async def _connect(self, destination: Address) -> None:
+    async def _connect(self, key: ConnectionKey) -> None:
         assert self._loop is not None
+        name, destination = key
         try:
-            _, conn = await self._loop.create_connection(
-                self._new_connection, destination[0], destination[1]
-            )
-        except OSError as exc:
-            dropped = self._connecting.pop(destination, [])
+            if name == "TLS":
+                assert self._tls is not None
+                _, conn = await self._loop.create_connection(
+                    lambda: self._new_connection("TLS"),
+                    destination[0],
+                    destination[1],
+                    ssl=self._tls.client_context,
+                    server_hostname=self._tls.server_name or destination[0],
+                    ssl_handshake_timeout=self._tls.handshake_timeout,
+                )
+            else:
+                _, conn = await self._loop.create_connection(
+                    self._new_connection, destination[0], destination[1]
+                )
+        except OSError as exc:  # ssl.SSLError (a certificate that does not verify) is one
+            dropped = self._connecting.pop(key, [])
+            reason: object = exc
+            if name == "TLS":
+                self.tls_failures += 1
+                reason = describe_tls_error(exc)
             # The client transaction will time out (timer B/F); nothing else to tell the TU.
             log.warning(
-                "TCP connection to %s:%d failed (%s), %d message(s) dropped",
+                "%s connection to %s:%d failed (%s), %d message(s) dropped",
+                name,
                 destination[0],
                 destination[1],
-                exc,
+                reason,
                 len(dropped),
             )
             return
         # Reachable under the address asked for too, which may differ from the peername.
-        self._connections[destination] = conn
-        for data in self._connecting.pop(destination, []):
+        self._connections[key] = conn
+        for data in self._connecting.pop(key, []):
             conn.send(data)
 
     # --- timer -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""asyncio protocols carrying SIP over UDP and TCP, and the stateless error answer.
+"""asyncio protocols carrying SIP over UDP, TCP and TLS, and the stateless error answer.
 
 They only move bytes and frame messages; the endpoint owns the TransactionLayer.
 """
@@ -131,7 +131,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    """One TCP connection, inbound or outbound, with its own stream framer."""
+    """One TCP or TLS connection, inbound or outbound, with its own stream framer.
+
+    `name` ("TCP" or "TLS") is the transport the messages are reported to have come over.
+    """
 
     def __init__(
         self,
@@ -139,12 +142,14 @@ class TcpConnection(asyncio.Protocol):
         on_error: ErrorHandler,
         on_open: Callable[[TcpConnection], None],
         on_close: Callable[[TcpConnection], None],
+        name: str = "TCP",
     ) -> None:
         self._on_message = on_message
         self._on_error = on_error
         self._on_open = on_open
         self._on_close = on_close
         self._parser = StreamParser()
+        self.name = name
         self.transport: asyncio.Transport | None = None
         self.peer: Address = ("", 0)
 
@@ -162,7 +167,7 @@ class TcpConnection(asyncio.Protocol):
             except RemoteProtocolError as exc:
                 # Only the chunk is at hand to build the answer from: right when, as usual,
                 # the bad message came in one piece.
-                self._on_error(exc, chunk, self.peer, "TCP")
+                self._on_error(exc, chunk, self.peer, self.name)
                 if self._parser.broken:
                     # Framing is lost: nothing after this can be delimited.
                     self.close()
@@ -170,7 +175,7 @@ class TcpConnection(asyncio.Protocol):
                 data = b""
                 continue
             for msg in messages:
-                self._on_message(msg, self.peer, "TCP")
+                self._on_message(msg, self.peer, self.name)
             if not messages:
                 return
             # Feed nothing once more: a malformed message behind good ones in the same chunk
@@ -178,13 +183,15 @@ class TcpConnection(asyncio.Protocol):
             data = b""
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None:
-            log.info("TCP connection with %s lost: %s", self.peer, exc)
+        if exc is not None and self.transport is not None:  # else: a failed TLS handshake
+            log.info("%s connection with %s lost: %s", self.name, self.peer, exc)
         self._on_close(self)
 
     def send(self, data: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
-            log.warning("TCP connection to %s closed, dropping %d bytes", self.peer, len(data))
+            log.warning(
+                "%s connection to %s closed, dropping %d bytes", self.name, self.peer, len(data)
+            )
             return
         self.transport.write(data)
 

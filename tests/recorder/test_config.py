@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ssl
 from pathlib import Path
 
 import pytest
 
 from recorder.cli.main import main
-from recorder.config import ConfigError, load_config
+from recorder.config import ConfigError, SipTls, load_config
+from tests.tlscerts import make_ca, make_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,3 +179,111 @@ def test_sides_that_always_mix_srtp_and_plain_need_srtp_mixed(tmp_path: Path) ->
         load_config(write(tmp_path, text))
     [problem] = caught.value.problems
     assert "media.srtp_mixed" in problem and "set srtp_mixed = true" in problem
+
+
+def _tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    ca = make_ca(tmp_path)
+    files = make_cert(ca, tmp_path, "recorder")
+    return files.cert, files.key, ca.cert_path
+
+
+def _problems(path: Path) -> dict[str, tuple[int, str]]:
+    """key -> (line, message) of every problem in `path`."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    out: dict[str, tuple[int, str]] = {}
+    for problem in caught.value.problems:
+        where, key, message = problem.split(": ", 2)
+        out[key] = (int(where.rsplit(":", 1)[1]), message)
+    return out
+
+
+def test_tls_keys(tmp_path: Path) -> None:
+    cert, key, ca = _tls_files(tmp_path)
+    text = GOOD.replace(
+        'next_hop = "127.0.0.1:5070"',
+        f'next_hop = "127.0.0.1:5070"\ntransport = "TLS"\ntls_cert = "{cert}"\n'
+        f'tls_key = "{key}"\ntls_ca = "{ca}"\ntls_verify_client = true\n'
+        'tls_server_name = "pbx.example"\ntls_listen = "127.0.0.1:5071"',
+    ).replace(
+        'next_hop = "203.0.113.10:5060"',
+        f'next_hop = "203.0.113.10:5060"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        "tls_verify_server = false",
+    )
+    config = load_config(write(tmp_path, text))
+    internal = config.internal
+    assert internal.transport == "tls"
+    assert internal.tls == SipTls(
+        cert=cert,
+        key=key,
+        listen=("127.0.0.1", 5071),
+        ca=ca,
+        verify_server=True,
+        verify_client=True,
+        server_name="pbx.example",
+    )
+    external = config.external
+    assert external.transport == "udp"  # TLS accepted, UDP towards the trunk
+    assert external.tls is not None
+    assert external.tls.listen == ("127.0.0.1", 5061)  # listen's port + 1
+    assert (external.tls.ca, external.tls.verify_server) == (None, False)
+    settings = internal.tls.settings("192.0.2.7")
+    assert settings.listen == ("127.0.0.1", 5071)
+    assert settings.sent_by == ("127.0.0.1", 5071)  # tls_listen's own host
+    anywhere = dataclasses.replace(internal.tls, listen=("0.0.0.0", 5071))
+    assert anywhere.settings("192.0.2.7").sent_by == ("192.0.2.7", 5071)
+    assert settings.server_name == "pbx.example"
+    assert settings.server_context is not None
+    assert settings.server_context.verify_mode == ssl.CERT_REQUIRED
+    assert settings.client_context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert load_config(write(tmp_path, GOOD)).external.tls is None
+
+
+def test_tls_errors_name_key_and_line(tmp_path: Path) -> None:
+    cert, key, _ = _tls_files(tmp_path)
+    text = GOOD.replace(
+        'next_hop = "127.0.0.1:5070"',
+        'next_hop = "127.0.0.1:5070"\ntransport = "tls"',
+    ).replace(
+        'next_hop = "203.0.113.10:5060"',
+        f'next_hop = "203.0.113.10:5060"\ntransport = "sctp"\ntls_cert = "{cert}"\n'
+        f'tls_key = "{tmp_path}/missing.key"\ntls_verify_server = "yes"',
+    )
+    path = write(tmp_path, text)
+    problems = _problems(path)
+    lines = text.splitlines()
+    assert set(problems) == {
+        "sip.external.transport",
+        "sip.external.tls_key",
+        "sip.external.tls_verify_server",
+        "sip.internal.tls_cert",
+    }
+    assert "'udp', 'tcp' or 'tls'" in problems["sip.external.transport"][1]
+    assert "cannot read" in problems["sip.external.tls_key"][1]
+    assert "missing.key" in problems["sip.external.tls_key"][1]
+    assert "true or false" in problems["sip.external.tls_verify_server"][1]
+    assert problems["sip.internal.tls_cert"][1] == "is required when transport = 'tls'"
+    for name, (line, _message) in problems.items():
+        if name != "sip.internal.tls_cert":  # not in the file: its table's line
+            assert name.rsplit(".", 1)[1] in lines[line - 1]
+    assert lines[problems["sip.internal.tls_cert"][0] - 1] == "[sip.internal]"
+
+    # A key of another certificate is found at load, not at the first connection.
+    other = make_cert(make_ca(tmp_path, "other"), tmp_path, "other")
+    mismatched = GOOD.replace(
+        'next_hop = "127.0.0.1:5070"',
+        f'next_hop = "127.0.0.1:5070"\ntls_cert = "{cert}"\ntls_key = "{other.key}"',
+    )
+    problems = _problems(write(tmp_path, mismatched))
+    assert list(problems) == ["sip.internal.tls_cert"]
+    assert "cannot be used" in problems["sip.internal.tls_cert"][1]
+
+    # The TLS port must be free of the other listeners.
+    clash = GOOD.replace(
+        'next_hop = "203.0.113.10:5060"',
+        f'next_hop = "203.0.113.10:5060"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        'tls_listen = "127.0.0.1:5062"',
+    )
+    problems = _problems(write(tmp_path, clash))
+    assert list(problems) == ["sip.external.tls_listen"]
+    assert "sip.internal.listen" in problems["sip.external.tls_listen"][1]

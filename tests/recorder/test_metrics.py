@@ -95,6 +95,7 @@ class FakeWriter:
 class FakeEndpoint:
     messages: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     parse_errors: int = 0
+    tls_failures: int = 0
 
 
 @dataclass
@@ -276,6 +277,7 @@ def test_sip_messages_by_side_direction_method_status() -> None:
         }
     )
     external.parse_errors = 4
+    external.tls_failures = 2
     service.endpoints["internal"].messages[("out", "BYE", 0)] = 1
     registry = scrape(service)
     labels = {"side": "external", "direction": "in"}
@@ -292,6 +294,8 @@ def test_sip_messages_by_side_direction_method_status() -> None:
     assert value(registry, "recorder_sip_requests_total", **internal) == 1
     assert value(registry, "recorder_sip_parse_errors_total", side="external") == 4
     assert value(registry, "recorder_sip_parse_errors_total", side="internal") == 0
+    assert value(registry, "recorder_sip_tls_failures_total", side="external") == 2
+    assert value(registry, "recorder_sip_tls_failures_total", side="internal") == 0
 
 
 def test_purge_deletions_and_port_pool() -> None:

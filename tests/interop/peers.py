@@ -934,7 +934,9 @@ class Baresip:
         (the messages as they went inside TLS, which no capture can show)."""
         if not self.sip_trace:
             raise PeerError(f"baresip {self.name} was started without sip_trace=True")
-        return parse_sip_trace(_read(self.log_dir / "stdout.log"))
+        # Bytes, not read_text(): universal newlines would turn the messages' CRLFs into LFs.
+        stdout = (self.log_dir / "stdout.log").read_bytes().decode("utf-8", errors="replace")
+        return parse_sip_trace(stdout)
 
     # -- audio dumps
     def received_wavs(self) -> list[Path]:

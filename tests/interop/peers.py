@@ -694,8 +694,8 @@ def write_baresip_config(
         + (tls.config_lines() if tls is not None else "")
     )
     mode = "auto" if auto_answer else "manual"
-    # The AOR stays without ;transport=tls: with it, baresip 1.0.0 writes
-    # ";transport=tls;transport=tls" into the URIs of its calls.
+    # The AOR stays without ;transport=tls: with it baresip 1.0.0 appends
+    # ";transport=tls" to every URI it dials (twice if the URI has it already).
     params = f"regint=0;answermode={mode};audio_codecs=PCMU"
     if (mencid := _srtp_mode(srtp)) is not None:
         params += f";mediaenc={mencid}"

@@ -19,8 +19,11 @@ TLS (``peers.BaresipTls``)
   verifies the server it connects to: a certificate from an unknown CA is taken
   (test below); the TLS server asks for no client certificate. ``sips:`` URIs do
   not work (dialling ``sips:x@h`` sends ``INVITE sip:sips:x@h`` over UDP). An AOR
-  with ``;transport=tls`` makes the URIs of its calls end in
-  ``;transport=tls;transport=tls``: keep the AOR plain.
+  with ``;transport=tls`` (``<sip:u@127.0.0.1:P+1;transport=tls>``) appends
+  ``;transport=tls`` to every URI it dials (all calls over TLS, even to a plain
+  ``sip:x@h:port``), so a dialled URI that has it already ends up with
+  ``;transport=tls;transport=tls``: the harness keeps the AOR plain and puts the
+  transport in the URI.
 
 SRTP (``srtp=True``)
   config ``module srtp.so``; account ``;mediaenc=srtp-mand``: the offer is
@@ -35,8 +38,11 @@ SRTP (``srtp=True``)
   event with param ``0,audio,AES_CM_128_HMAC_SHA1_80`` (``Baresip.wait_secure``).
   RFC 4733 DTMF (``sndcode``) goes inside SRTP: srtp.so encrypts everything sent
   on the RTP socket (the wire test decrypts the PT 101 packets with the offer's
-  key). ``rtcp_mux no`` is kept; RTCP is SRTCP on port + 1 (the callee may log one
-  "failed to decrypt RTCP packet" at setup: harmless).
+  key). ``rtcp_mux no`` is kept; RTCP is SRTCP on port + 1, except for two
+  cleartext packets each way: an RTCP APP "PINGPONG" (16 bytes) sent before the key
+  is in (the other side logs "srtp: failed to decrypt RTCP packet with 16 bytes")
+  and the BYE + SDES (CNAME) sent at hang-up after srtp.so let go. Harmless
+  between baresips; a recorder relaying or recording SRTCP must drop them quietly.
 
 Evidence: ``baresip -s`` (``sip_trace=True``) traces SIP messages as they go
 inside TLS (``Baresip.sip_messages``); as root, tests/interop/wire.py captures
@@ -124,28 +130,33 @@ def _assert_secure_sdp(sdp: str) -> tuple[int, str]:
 
 
 def test_config_defaults_unchanged_and_options(tmp_path: Path) -> None:
-    common = {
-        "user": "u",
-        "sip_port": 5090,
-        "ctrl_port": 4444,
-        "rtp_ports": (10000, 10007),
-        "source_wav": tmp_path / "s.wav",
-        "snd_dir": tmp_path / "snd",
-    }
-    plain = peers.write_baresip_config(tmp_path / "plain", **common)  # type: ignore[arg-type]
+    def write(
+        name: str,
+        tls: peers.BaresipTls | None = None,
+        srtp: bool | peers.SrtpMode = False,
+        outbound: str | None = None,
+    ) -> Path:
+        return peers.write_baresip_config(
+            tmp_path / name,
+            user="u",
+            sip_port=5090,
+            ctrl_port=4444,
+            rtp_ports=(10000, 10007),
+            source_wav=tmp_path / "s.wav",
+            snd_dir=tmp_path / "snd",
+            tls=tls,
+            srtp=srtp,
+            outbound=outbound,
+        )
+
+    plain = write("plain")
     config = (plain / "config").read_text()
     assert "srtp" not in config and "sip_certificate" not in config
     assert (plain / "accounts").read_text() == (
         "<sip:u@127.0.0.1:5090>;regint=0;answermode=auto;audio_codecs=PCMU\n"
     )
     tls = peers.BaresipTls(tmp_path / "u.pem", tmp_path / "ca.crt", verify_server=True)
-    secure = peers.write_baresip_config(
-        tmp_path / "secure",
-        **common,  # type: ignore[arg-type]
-        tls=tls,
-        srtp=True,
-        outbound="sip:127.0.0.1:5061;transport=tls",
-    )
+    secure = write("secure", tls, True, "sip:127.0.0.1:5061;transport=tls")
     config = (secure / "config").read_text()
     assert "module\t\t\tsrtp.so\n" in config
     assert f"sip_certificate\t\t{tmp_path / 'u.pem'}\n" in config
@@ -155,7 +166,7 @@ def test_config_defaults_unchanged_and_options(tmp_path: Path) -> None:
         "<sip:u@127.0.0.1:5090>;regint=0;answermode=auto;audio_codecs=PCMU"
         ';mediaenc=srtp-mand;outbound="sip:127.0.0.1:5061;transport=tls"\n'
     )
-    best_effort = peers.write_baresip_config(tmp_path / "be", **common, srtp="srtp")  # type: ignore[arg-type]
+    best_effort = write("best-effort", srtp="srtp")
     assert ";mediaenc=srtp\n" in (best_effort / "accounts").read_text()
 
 
@@ -417,6 +428,21 @@ def test_tls_srtp_on_the_wire(
     assert {r.payload[0] for r in events} == {9}
     assert events[-1].payload[1] & 0x80
     assert not all(p[12] == 9 for p in sent if p[1] & 0x7F == 101)
+
+    # RTCP (port + 1) is SRTCP except, in baresip 1.0.0, for two cleartext packets
+    # each way: an APP "PINGPONG" at setup (sent before the key is in; the other side
+    # logs "failed to decrypt RTCP packet with 16 bytes") and the BYE + SDES (with the
+    # CNAME) at hang-up, sent after srtp.so let go. A recorder must drop them quietly.
+    rtcp = [
+        p.payload
+        for p in cap.snapshot()
+        if p.proto == "udp"
+        and (p.src[1], p.dst[1])
+        in ((caller_rtp + 1, callee_rtp + 1), (callee_rtp + 1, caller_rtp + 1))
+    ]
+    plain = [t for t in map(wire.plain_rtcp_types, rtcp) if t is not None]
+    assert len(plain) < len(rtcp), "no SRTCP at all"
+    assert {t[0] for t in plain} <= {203, 204}, plain  # BYE, APP: never SR/RR in clear
 
     # Media, callee -> caller: authenticates with the answer's key, not the offer's.
     back = [p.payload for p in cap.udp(callee_rtp, caller_rtp) if wire.is_rtp(p.payload)]

@@ -238,3 +238,22 @@ class SrtpStream:
         signed = rtp.header + _aes_cm(self.k_e, iv, rtp.payload)
         mac = hmac.new(self.k_a, signed + roc.to_bytes(4, "big"), hashlib.sha1).digest()
         return signed + mac[: self.tag_len]
+
+
+def is_rtcp(data: bytes) -> bool:
+    return len(data) >= 8 and data[0] >> 6 == 2 and 200 <= data[1] <= 204
+
+
+def plain_rtcp_types(data: bytes) -> list[int] | None:
+    """The packet types of a cleartext (compound) RTCP packet, None if it is not
+    one: in SRTCP everything after the first 8 bytes is encrypted and an E-flag,
+    index and tag follow, so the length fields do not add up to the datagram."""
+    if not is_rtcp(data):
+        return None
+    types, off = [], 0
+    while off + 4 <= len(data):
+        if data[off] >> 6 != 2 or not 200 <= data[off + 1] <= 204:
+            return None
+        types.append(data[off + 1])
+        off += 4 + 4 * struct.unpack_from("!H", data, off + 2)[0]
+    return types if off == len(data) else None

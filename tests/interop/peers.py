@@ -609,8 +609,8 @@ snd_path\t\t{snd_dir}
 # answerer it also takes AES_CM_128_HMAC_SHA1_32 and AEAD_AES_128/256_GCM.
 _BARESIP_SRTP_CONFIG = "module\t\t\tsrtp.so\n"
 
-# The account's ``mediaenc``: "srtp-mand" offers RTP/SAVP (and refuses a plain
-# answer), "srtp" offers RTP/AVP with a=crypto (best effort), "srtp-mandf" RTP/SAVPF.
+# The account's ``mediaenc``: "srtp-mand" offers RTP/SAVP (and answers 488 to a plain
+# RTP/AVP offer), "srtp" offers RTP/AVP with a=crypto (best effort), "srtp-mandf" RTP/SAVPF.
 SrtpMode = Literal["srtp", "srtp-mand", "srtp-mandf"]
 
 

@@ -19,6 +19,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 LOCALHOST = "127.0.0.1"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -604,6 +605,49 @@ ctrl_tcp_listen\t\t{ip}:{ctrl_port}
 snd_path\t\t{snd_dir}
 """
 
+# SRTP-SDES (RFC 4568): offers one a=crypto line, AES_CM_128_HMAC_SHA1_80; as the
+# answerer it also takes AES_CM_128_HMAC_SHA1_32 and AEAD_AES_128/256_GCM.
+_BARESIP_SRTP_CONFIG = "module\t\t\tsrtp.so\n"
+
+# The account's ``mediaenc``: "srtp-mand" offers RTP/SAVP (and answers 488 to a plain
+# RTP/AVP offer), "srtp" offers RTP/AVP with a=crypto (best effort), "srtp-mandf" RTP/SAVPF.
+SrtpMode = Literal["srtp", "srtp-mand", "srtp-mandf"]
+
+
+@dataclass(frozen=True)
+class BaresipTls:
+    """SIP over TLS for a baresip UA (Debian baresip 1.0.0 on libre 1.1.0, OpenSSL 3).
+
+    baresip always listens for TLS on ``sip_listen``'s port + 1 (UDP and TCP on the
+    port itself); without a certificate that listener cannot complete a handshake.
+
+    ``certificate`` is ``sip_certificate``: ONE PEM file holding the certificate
+    (chain) and then its private key (``tests.tlscerts.LeafCert.pem``); it is also
+    the client certificate baresip shows when it connects. ``cafile`` is
+    ``sip_cafile``. ``verify_server`` writes ``sip_verify_server yes|no``, which
+    only baresip >= 1.1.0 reads: 1.0.0 loads the CA file but never verifies the
+    server it connects to (libre 1.1.0 leaves OpenSSL at SSL_VERIFY_NONE), nor
+    asks the client for a certificate.
+    """
+
+    certificate: Path
+    cafile: Path | None = None
+    verify_server: bool | None = None
+
+    def config_lines(self) -> str:
+        lines = f"sip_certificate\t\t{self.certificate.resolve()}\n"
+        if self.cafile is not None:
+            lines += f"sip_cafile\t\t{self.cafile.resolve()}\n"
+        if self.verify_server is not None:
+            lines += f"sip_verify_server\t{'yes' if self.verify_server else 'no'}\n"
+        return lines
+
+
+def _srtp_mode(srtp: bool | SrtpMode) -> SrtpMode | None:
+    if srtp is True:
+        return "srtp-mand"
+    return srtp or None
+
 
 def write_baresip_config(
     conf_dir: Path,
@@ -616,12 +660,22 @@ def write_baresip_config(
     snd_dir: Path,
     auto_answer: bool = True,
     local_timeout_s: int = 120,
+    tls: BaresipTls | None = None,
+    srtp: bool | SrtpMode = False,
+    outbound: str | None = None,
 ) -> Path:
     """A baresip ``-f`` directory: config, accounts (one, PCMU only), empty contacts.
 
     ``source_wav`` (8 kHz mono) is what it sends; baresip hangs up when it ends,
     so pad it past the call length. The sndfile module writes what it received to
     ``snd_dir/dump-*-dec.wav`` and what it sent to ``-enc.wav``.
+
+    ``tls`` adds the certificate lines (the TLS listener is ``sip_port + 1``; a call
+    goes over TLS when the dialled URI says ``;transport=tls``). ``srtp`` loads
+    srtp.so and sets the account's ``mediaenc`` (True: ``srtp-mand``, SDES with
+    RTP/SAVP). ``outbound`` is the account's outbound proxy, e.g.
+    ``sip:127.0.0.1:5061;transport=tls``: every request then goes there (with a
+    Route header), whatever the dialled URI.
     """
     conf_dir.mkdir(parents=True, exist_ok=True)
     snd_dir.mkdir(parents=True, exist_ok=True)
@@ -636,13 +690,54 @@ def write_baresip_config(
             snd_dir=snd_dir.resolve(),
             local_timeout=local_timeout_s,
         )
+        + (_BARESIP_SRTP_CONFIG if _srtp_mode(srtp) else "")
+        + (tls.config_lines() if tls is not None else "")
     )
     mode = "auto" if auto_answer else "manual"
-    (conf_dir / "accounts").write_text(
-        f"<sip:{user}@{LOCALHOST}:{sip_port}>;regint=0;answermode={mode};audio_codecs=PCMU\n"
-    )
+    # The AOR stays without ;transport=tls: with it baresip 1.0.0 appends
+    # ";transport=tls" to every URI it dials (twice if the URI has it already).
+    params = f"regint=0;answermode={mode};audio_codecs=PCMU"
+    if (mencid := _srtp_mode(srtp)) is not None:
+        params += f";mediaenc={mencid}"
+    if outbound is not None:
+        params += f';outbound="{outbound}"'
+    (conf_dir / "accounts").write_text(f"<sip:{user}@{LOCALHOST}:{sip_port}>;{params}\n")
     (conf_dir / "contacts").write_text("")
     return conf_dir
+
+
+@dataclass(frozen=True)
+class SipTraced:
+    """One SIP message from ``baresip -s``: its transport, addresses and text."""
+
+    transport: str  # "UDP", "TCP", "TLS"
+    src: str  # "127.0.0.1:5061"
+    dst: str
+    text: str  # CRLF lines, headers and body
+
+    @property
+    def start_line(self) -> str:
+        return self.text.split("\r\n", 1)[0]
+
+    @property
+    def body(self) -> str:
+        return self.text.partition("\r\n\r\n")[2]
+
+    def header(self, name: str) -> str | None:
+        head = self.text.partition("\r\n\r\n")[0]
+        for line in head.split("\r\n")[1:]:
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+
+# baresip's sip_trace_handler: ESC[36;1m "#" NL "TLS src -> dst" NL message ESC[;m NL
+_SIP_TRACE = re.compile(r"\x1b\[36;1m#\n(UDP|TCP|TLS|WS|WSS) (\S+) -> (\S+)\n(.*?)\x1b\[;m", re.S)
+
+
+def parse_sip_trace(stdout: str) -> list[SipTraced]:
+    return [SipTraced(*m.groups()) for m in _SIP_TRACE.finditer(stdout)]
 
 
 class Baresip:
@@ -658,9 +753,14 @@ class Baresip:
         sip_port: int,
         ctrl_port: int,
         proc: subprocess.Popen[bytes],
+        *,
+        tls: BaresipTls | None = None,
+        srtp: SrtpMode | None = None,
+        sip_trace: bool = False,
     ) -> None:
         self.name, self.conf_dir, self.snd_dir, self.log_dir = name, conf_dir, snd_dir, log_dir
         self.user, self.sip_port, self.ctrl_port, self.proc = user, sip_port, ctrl_port, proc
+        self.tls, self.srtp, self.sip_trace = tls, srtp, sip_trace
         self._sock: socket.socket | None = None
         self._events: list[dict[str, Any]] = []
         self._responses: dict[str, dict[str, Any]] = {}
@@ -670,11 +770,31 @@ class Baresip:
 
     @property
     def uri(self) -> str:
+        """Where to call it: over TLS (``tls_uri``) if it has a certificate, else UDP."""
+        return self.tls_uri if self.tls is not None else self.udp_uri
+
+    @property
+    def udp_uri(self) -> str:
         return f"sip:{self.user}@{LOCALHOST}:{self.sip_port}"
+
+    @property
+    def tls_port(self) -> int:
+        """baresip's TLS listener: always ``sip_listen``'s port + 1."""
+        return self.sip_port + 1
+
+    @property
+    def tls_uri(self) -> str:
+        """``sip:user@127.0.0.1:TLSPORT;transport=tls`` (baresip 1.0.0 cannot dial
+        ``sips:``: it makes ``sip:sips:...`` of it and sends that over UDP)."""
+        return f"sip:{self.user}@{LOCALHOST}:{self.tls_port};transport=tls"
 
     @property
     def target(self) -> str:
         return f"{LOCALHOST}:{self.sip_port}"
+
+    @property
+    def tls_target(self) -> str:
+        return f"{LOCALHOST}:{self.tls_port}"
 
     # -- control connection
     def _connect(self, timeout: float) -> None:
@@ -800,6 +920,24 @@ class Baresip:
             raise PeerError(f"baresip {self.name}: no {type_} event ({why}); saw {seen}")
         return event
 
+    def wait_secure(self, timeout: float = 10.0, after: int = 0) -> str:
+        """The SRTP suite of its call's audio, from the CALL_MENC event that srtp.so
+        raises once both keys are in (param ``"0,audio,AES_CM_128_HMAC_SHA1_80"``)."""
+        event = self.wait_event(
+            "CALL_MENC", timeout, where=lambda e: ",audio," in str(e.get("param", "")), after=after
+        )
+        return str(event["param"]).rsplit(",", 1)[-1]
+
+    # -- SIP trace (started with sip_trace=True)
+    def sip_messages(self) -> list[SipTraced]:
+        """Every SIP message it sent or received so far, as traced by ``baresip -s``
+        (the messages as they went inside TLS, which no capture can show)."""
+        if not self.sip_trace:
+            raise PeerError(f"baresip {self.name} was started without sip_trace=True")
+        # Bytes, not read_text(): universal newlines would turn the messages' CRLFs into LFs.
+        stdout = (self.log_dir / "stdout.log").read_bytes().decode("utf-8", errors="replace")
+        return parse_sip_trace(stdout)
+
     # -- audio dumps
     def received_wavs(self) -> list[Path]:
         return sorted(self.snd_dir.glob("dump-*-dec.wav"))
@@ -834,12 +972,22 @@ def start_baresip(
     sip_port: int | None = None,
     ctrl_port: int | None = None,
     ready_timeout: float = 5.0,
+    tls: BaresipTls | None = None,
+    srtp: bool | SrtpMode = False,
+    outbound: str | None = None,
+    sip_trace: bool = False,
 ) -> Iterator[Baresip]:
     """A headless baresip UA, registered nowhere, reachable at ``Baresip.uri``.
 
     Callee: ``auto_answer=True`` answers every INVITE. Caller: ``ua.dial(uri)`` and
     ``ua.wait_event("CALL_ESTABLISHED")``. It sends ``source_wav`` and hangs up when
     that ends; what it received is ``ua.received_wav()`` once the call is closed.
+
+    ``tls``: SIP over TLS too (listener ``ua.tls_port``, ``ua.uri`` then dials it
+    over TLS). ``srtp``: SDES-SRTP (True: mandatory, RTP/SAVP); ``ua.wait_secure()``
+    gives the suite once the call's media is encrypted. ``outbound``: the account's
+    outbound proxy. ``sip_trace``: ``baresip -s``, line-buffered, read with
+    ``ua.sip_messages()``.
     """
     base = _unique_dir(work_dir, f"baresip-{user}")
     conf_dir, snd_dir = base / "conf", base / "snd"
@@ -856,9 +1004,29 @@ def start_baresip(
         source_wav=source_wav,
         snd_dir=snd_dir,
         auto_answer=auto_answer,
+        tls=tls,
+        srtp=srtp,
+        outbound=outbound,
     )
-    proc = _spawn(["baresip", "-f", str(conf_dir)], base)
-    ua = Baresip(user, conf_dir, snd_dir, base, user, sip_port, ctrl_port, proc)
+    cmd = ["baresip", "-f", str(conf_dir)]
+    if sip_trace:
+        # stdout is a file, so fully buffered: stdbuf (which execs baresip, same
+        # PID) makes the trace readable while the UA runs, not only after it exits.
+        cmd = ["stdbuf", "-oL", *cmd, "-s"]
+    proc = _spawn(cmd, base)
+    ua = Baresip(
+        user,
+        conf_dir,
+        snd_dir,
+        base,
+        user,
+        sip_port,
+        ctrl_port,
+        proc,
+        tls=tls,
+        srtp=_srtp_mode(srtp),
+        sip_trace=sip_trace,
+    )
     try:
         ua._connect(ready_timeout)
         yield ua

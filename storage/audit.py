@@ -24,6 +24,7 @@ a caller's transaction (so that an entry commits or rolls back with what it desc
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -159,6 +160,14 @@ def _snapshot(row: AuditEntry) -> AuditRecord:
     )
 
 
+def lock_trail(session: Session) -> None:
+    """Hold the trail's lock until `session` commits: on PostgreSQL an advisory lock shared by
+    every node (SQLite's single writer already serialises). Taken again by the same
+    transaction, it is a no-op."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_AUDIT_LOCK})
+
+
 def append(
     session: Session,
     *,
@@ -183,8 +192,7 @@ def append(
     for name, value in (*fields.items(), ("detail", plain)):
         if contains_phone_number(value):
             raise ValueError(f"audit entries never hold a phone number (in {name})")
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_AUDIT_LOCK})
+    lock_trail(session)
     last = session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
     seq = 1 if last is None else last.seq + 1
     prev = GENESIS if last is None else last.hash
@@ -274,22 +282,32 @@ def parse_anchor_lines(lines: Iterable[str]) -> AnchorFile:
 
 
 def read_anchor_file(path: Path) -> AnchorFile:
+    """Read under a shared lock: a line another node is appending is read whole or not."""
     try:
-        text_ = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            fcntl.flock(file.fileno(), fcntl.LOCK_SH)
+            data = file.read()
     except FileNotFoundError:
         return AnchorFile((), (), present=False)
-    return parse_anchor_lines(text_.splitlines())
+    return parse_anchor_lines(data.decode("utf-8").splitlines())
 
 
 def write_anchor(path: Path, anchor: Anchor) -> None:
-    """Append one line, durably. O_APPEND keeps concurrent writers' lines whole."""
+    """Append one line, durably, under an exclusive lock on the file.
+
+    Several nodes sharing one storage root share this file (one chain, one anchor file).
+    O_APPEND alone keeps lines whole on a local disk but not on NFS; the lock (flock, which
+    Linux's NFS client maps to byte-range locks the server arbitrates) does on both. Lines
+    from different nodes may come out of seq order: `verify_chain` does not need them in
+    order."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, anchor.to_line().encode())
         os.fsync(fd)
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
 
 
 # --- verification (pure) ---
@@ -519,6 +537,9 @@ class AuditTrail:
         remains is one unbroken chain.
         """
         with write_session(self.catalog) as session:
+            # Before reading the bounds: two nodes pruning at once take turns, and the second
+            # finds nothing left to prune instead of auditing a prune of zero entries.
+            lock_trail(session)
             first_seq: int | None = session.scalar(select(func.min(AuditEntry.seq)))
             last_seq: int | None = session.scalar(select(func.max(AuditEntry.seq)))
             if first_seq is None or last_seq is None:

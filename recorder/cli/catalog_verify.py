@@ -90,6 +90,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
             anchor_path=ctx.anchor,
             service_started=service_started(_sockets(args, ctx)),
             now=now,
+            node=ctx.config.service.node,
         )
         # After the chain was checked, so that the check never sees its own entry half-made.
         audit.record(

@@ -11,6 +11,10 @@ Read-only checks over one catalog and this node's storage directory:
 - no recording of a call whose consent was refused holds a file (C5);
 - the audit trail's hash chain verifies against its anchor file.
 
+With several nodes on one catalog and one storage root (`node`), a node checks its own rows
+(and those of no node) and leaves the other nodes' directories (`storage_dir/OTHER/`) alone:
+their `.part` files and `recording` rows may be calls in progress there.
+
 Rows in `destroying` are a purge that was interrupted: the next purge finishes them, so they
 are reported as notes, not problems.
 

@@ -9,6 +9,12 @@ it, and `verify` checks that every anchored head is still in the chain with the 
 Keep that file where the database's writers cannot rewrite it (another disk, a shipped log);
 by default it lives in the recordings directory, which the service can always write.
 
+Several nodes on one catalog (issue 19) write one chain (appends take a PostgreSQL advisory
+lock, so seq and prev_hash never fork) and share one anchor file, in their shared storage
+root, each append made under an exclusive `flock`: `verify` on any node checks the whole
+chain against the heads every node anchored. Heads from different nodes may be out of seq
+order in the file; nothing here needs them in order.
+
 Retention of the trail itself (A5: "until 3 months after the end of the fiscal year") deletes
 a *prefix* of the chain. Before the deletion commits, the anchor file receives a prune mark,
 `kept_from` and the hash of the last deleted entry (`boundary`); the first surviving entry's

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -69,6 +70,15 @@ class Kamailio:
 
     def log_size(self) -> int:
         return len(self.log_text())
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((peers.LOCALHOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def kamailio_binary() -> str | None:
@@ -139,7 +149,7 @@ def start_kamailio(
     kamailio = Kamailio(proc, port, log_path)
     try:
         deadline = time.monotonic() + ready_timeout
-        while peers._port_free(port, tcp=False):
+        while _udp_free(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise peers.PeerError(
                     f"kamailio did not listen on {port}:\n{kamailio.log_text()[-3000:]}"

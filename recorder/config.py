@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,27 @@ class MediaConfig:
 
 
 WHEN_FULL = ("connect_unrecorded", "reject")
+# A node name is one path component: letters, digits, dot, dash, underscore; not all digits
+# (storage.dir/YYYY/ is the layout of recordings made before node names), not `training`.
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_NOT_NODES = frozenset({"training"})
+
+
+def node_problem(name: str) -> str | None:
+    """Why `name` cannot be a node name, or None."""
+    if not _NODE.fullmatch(name):
+        return "must be 1-63 letters, digits, '.', '-' or '_', starting with a letter or digit"
+    if name.isdigit() or name in _NOT_NODES:
+        return f"{name!r} is reserved (a year directory, or the training copies' directory)"
+    return None
+
+
+def default_node() -> str:
+    """The host name's first label when it is a usable node name, else `node`."""
+    name = socket.gethostname().split(".")[0]
+    return name if node_problem(name) is None else "node"
+
+
 SRTP_MODES = ("mirror", "require", "off")
 JOURNAL_NAME = "catalog-journal.jsonl"
 
@@ -124,6 +146,9 @@ class ServiceConfig:
     drain_seconds: float = 30.0
     # The lawful-use socket (A12): None = `access.sock` beside the control socket.
     access_socket: Path | None = None
+    # This node's name (issue 19): its recordings go under storage.dir/NODE/ and their
+    # catalog rows carry it; several nodes share one catalog and one storage root.
+    node: str = field(default_factory=lambda: default_node())
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +484,19 @@ def _listen(reader: _Reader, table: Mapping[str, Any], dotted: str) -> tuple[str
     return host.strip("[]"), int(port)
 
 
+def _read_node(reader: _Reader, service: Mapping[str, Any]) -> str:
+    if "node" not in service:
+        return default_node()
+    name = reader.string(service, "service.node")
+    if not isinstance(service["node"], str):
+        return default_node()  # reader.string said so already
+    problem = node_problem(name)
+    if problem is not None:
+        reader.error("service.node", f"{problem}, got {name!r}")
+        return default_node()
+    return name
+
+
 def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> Config:
     reader = _Reader(path, text)
     for key in data:
@@ -468,7 +506,7 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
     service = reader.table(
         data,
         "service",
-        {"timezone", "user_agent", "ring_timeout", "drain_seconds", "access_socket"},
+        {"timezone", "user_agent", "ring_timeout", "drain_seconds", "access_socket", "node"},
     )
     tz_name = reader.string(service, "service.timezone", "UTC")
     try:
@@ -484,6 +522,7 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         access_socket=Path(reader.string(service, "service.access_socket"))
         if "access_socket" in service
         else None,
+        node=_read_node(reader, service),
     )
 
     sip = reader.table(data, "sip", {"external", "internal", "timers"})

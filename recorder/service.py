@@ -34,7 +34,7 @@ from recorder.ops.metrics import (
 from recorder.ops.retention import anchor_path, purge_once
 from recorder.ops.sdnotify import Notifier, start_watchdog, stop_watchdog
 from recorder.policy import Policy, PolicyError, load_policy
-from recorder.recording.repair import repair_all
+from recorder.recording.layout import node_directory, repair_node
 from recorder.recording.space import StorageSpace
 from recorder.recording.writer import RecordingWriterClient
 from sip.asyncio.endpoint import SipEndpoint
@@ -147,7 +147,9 @@ class Service:
         # The catalog is migrated before the first call can be logged into it.
         await loop.run_in_executor(None, upgrade, config.storage.database)
         self.catalog = await AsyncCatalog.open(config.storage.database)
-        call_log = CallLog(self.catalog, journal_path=config.storage.journal_path)
+        call_log = CallLog(
+            self.catalog, journal_path=config.storage.journal_path, node=config.service.node
+        )
         self.call_log = call_log
         # What a previous run left in the catalog journal goes in before anything new.
         replayed = await call_log.open_journal()
@@ -194,7 +196,7 @@ class Service:
         recorder = Recorder(
             self.writer,
             call_log,
-            config.storage.dir,
+            node_directory(config.storage.dir, config.service.node),
             lambda: self.policy,
             legs_of,
             lambda: datetime.now(UTC),
@@ -241,6 +243,7 @@ class Service:
         self._purge_task = asyncio.ensure_future(self._purge_every(PURGE_INTERVAL))
         log.info(
             "service.started",
+            node=config.service.node,
             external=_listening(config.external),
             internal=_listening(config.internal),
             media_ports=f"{config.media.port_first}-{config.media.port_last}",
@@ -315,8 +318,8 @@ class Service:
     async def _recover_recordings(self, call_log: CallLog) -> None:
         """Nothing recorded is lost to a crash: repair every `.part`, then fix the catalog."""
         assert self._loop is not None
-        storage = self.config.storage.dir
-        report = await self._loop.run_in_executor(None, repair_all, storage)
+        storage, node = self.config.storage.dir, self.config.service.node
+        report = await self._loop.run_in_executor(None, repair_node, storage, node)
         for part, error in report.errors:
             log.error("recording.repair_failed", part=str(part), error=error)
         repaired = [

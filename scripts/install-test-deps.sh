@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop tests drive (sipp, baresip, sox, espeak-ng), Debian's
 # age (the sealed-export tests decrypt with it), Chromium with its driver (console tests) and
-# PostgreSQL (the catalog tests start a throwaway server of their own, tests/pg.py).
+# PostgreSQL (the catalog tests start a throwaway server of their own, tests/pg.py) and
+# Kamailio (the dispatcher in front of two recorder nodes, tests/interop/test_kamailio_nodes.py).
 #
 # Idempotent: installs only what is missing. As root: waits for any running
 # apt/dpkg (another installer may be busy with these very packages), re-checks,
@@ -24,15 +25,18 @@ declare -A PACKAGE_OF=(
   [chromedriver]=chromium-driver
   [initdb]=postgresql
   [pg_ctl]=postgresql
+  [kamailio]=kamailio
 )
 TOOLS=(sipp baresip sox espeak-ng systemd-analyze flite age age-keygen chromium chromedriver
-  initdb pg_ctl)
+  initdb pg_ctl kamailio)
 LOCK_WAIT_S=${LOCK_WAIT_S:-900}
 
 have_tool() {
   # Debian keeps PostgreSQL's server programs (initdb, pg_ctl) under
   # /usr/lib/postgresql/<version>/bin, off PATH; tests/pg.py looks in the same places.
   command -v "$1" >/dev/null 2>&1 && return 0
+  # kamailio lives in /usr/sbin, off a plain user's PATH.
+  [[ -x /usr/sbin/$1 ]] && return 0
   compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null 2>&1
 }
 

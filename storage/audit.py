@@ -9,6 +9,12 @@ it, and `verify` checks that every anchored head is still in the chain with the 
 Keep that file where the database's writers cannot rewrite it (another disk, a shipped log);
 by default it lives in the recordings directory, which the service can always write.
 
+Several nodes on one catalog (issue 19) write one chain (appends take a PostgreSQL advisory
+lock, so seq and prev_hash never fork) and share one anchor file, in their shared storage
+root, each append made under an exclusive `flock`: `verify` on any node checks the whole
+chain against the heads every node anchored. Heads from different nodes may be out of seq
+order in the file; nothing here needs them in order.
+
 Retention of the trail itself (A5: "until 3 months after the end of the fiscal year") deletes
 a *prefix* of the chain. Before the deletion commits, the anchor file receives a prune mark,
 `kept_from` and the hash of the last deleted entry (`boundary`); the first surviving entry's
@@ -24,6 +30,7 @@ a caller's transaction (so that an entry commits or rolls back with what it desc
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -159,6 +166,14 @@ def _snapshot(row: AuditEntry) -> AuditRecord:
     )
 
 
+def lock_trail(session: Session) -> None:
+    """Hold the trail's lock until `session` commits: on PostgreSQL an advisory lock shared by
+    every node (SQLite's single writer already serialises). Taken again by the same
+    transaction, it is a no-op."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_AUDIT_LOCK})
+
+
 def append(
     session: Session,
     *,
@@ -183,8 +198,7 @@ def append(
     for name, value in (*fields.items(), ("detail", plain)):
         if contains_phone_number(value):
             raise ValueError(f"audit entries never hold a phone number (in {name})")
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_AUDIT_LOCK})
+    lock_trail(session)
     last = session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
     seq = 1 if last is None else last.seq + 1
     prev = GENESIS if last is None else last.hash
@@ -274,22 +288,32 @@ def parse_anchor_lines(lines: Iterable[str]) -> AnchorFile:
 
 
 def read_anchor_file(path: Path) -> AnchorFile:
+    """Read under a shared lock: a line another node is appending is read whole or not."""
     try:
-        text_ = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            fcntl.flock(file.fileno(), fcntl.LOCK_SH)
+            data = file.read()
     except FileNotFoundError:
         return AnchorFile((), (), present=False)
-    return parse_anchor_lines(text_.splitlines())
+    return parse_anchor_lines(data.decode("utf-8").splitlines())
 
 
 def write_anchor(path: Path, anchor: Anchor) -> None:
-    """Append one line, durably. O_APPEND keeps concurrent writers' lines whole."""
+    """Append one line, durably, under an exclusive lock on the file.
+
+    Several nodes sharing one storage root share this file (one chain, one anchor file).
+    O_APPEND alone keeps lines whole on a local disk but not on NFS; the lock (flock, which
+    Linux's NFS client maps to byte-range locks the server arbitrates) does on both. Lines
+    from different nodes may come out of seq order: `verify_chain` does not need them in
+    order."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, anchor.to_line().encode())
         os.fsync(fd)
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
 
 
 # --- verification (pure) ---
@@ -519,6 +543,9 @@ class AuditTrail:
         remains is one unbroken chain.
         """
         with write_session(self.catalog) as session:
+            # Before reading the bounds: two nodes pruning at once take turns, and the second
+            # finds nothing left to prune instead of auditing a prune of zero entries.
+            lock_trail(session)
             first_seq: int | None = session.scalar(select(func.min(AuditEntry.seq)))
             last_seq: int | None = session.scalar(select(func.max(AuditEntry.seq)))
             if first_seq is None or last_seq is None:

@@ -470,21 +470,15 @@ class Purger:
     def _checks(
         self, candidates: Sequence[_Candidate], report: PurgeReport
     ) -> dict[int, FileCheck]:
+        """Hash the files (slow: outside any transaction). A dry run reports the failures at
+        once; a real one when `_mark_destroying` confirms them under the row's lock (another
+        run may have destroyed the file meanwhile, which is no failure)."""
         checks: dict[int, FileCheck] = {}
         for candidate in candidates:
             check = check_file(candidate.path, candidate.sha256, self.root)
             checks[candidate.id] = check
-            if check.problem is not None:
-                report.integrity_failures.append(
-                    IntegrityFailure(
-                        candidate.id,
-                        check.problem,
-                        candidate.path,
-                        candidate.sha256,
-                        check.found_sha256,
-                        check.detail,
-                    )
-                )
+            if check.problem is not None and report.dry_run:
+                report.integrity_failures.append(_failure(candidate, check))
         return checks
 
     def _mark_destroying(
@@ -494,10 +488,12 @@ class Purger:
         reason: str,
         check: FileCheck,
         now: datetime,
+        report: PurgeReport,
     ) -> bool:
         candidate = _Candidate(row.id, row.path, row.sha256)
         if check.problem is not None:
             self._record_failure(session, candidate, check, now)
+            report.integrity_failures.append(_failure(candidate, check))
         if check.problem == "outside_storage":
             return False  # left as it is, and reported on every run until someone looks
         if check.problem is not None:
@@ -537,7 +533,13 @@ class Purger:
         for start in range(0, len(done), self.batch):
             chunk = done[start : start + self.batch]
             with write_session(self.catalog) as session:
-                rows = session.scalars(select(Recording).where(Recording.id.in_(chunk))).all()
+                # Locked: another run (a second node, or `recorder purge` beside the service)
+                # may be finishing the same rows; whoever gets a row second finds it done.
+                rows = session.scalars(
+                    select(Recording)
+                    .where(Recording.id.in_(chunk))
+                    .with_for_update(skip_locked=True)
+                ).all()
                 for row in rows:
                     if row.state is not RecordingState.DESTROYING:
                         continue
@@ -597,11 +599,20 @@ class Purger:
         if report.dry_run:
             return
         for start in range(0, len(updates), self.batch):
+            chunk = updates[start : start + self.batch]
             with write_session(self.catalog) as session:
-                for recording_id, expires, retention_class in updates[start : start + self.batch]:
-                    row = session.get(Recording, recording_id)
+                locked = {
+                    row.id: row
+                    for row in session.scalars(
+                        select(Recording)
+                        .where(Recording.id.in_([recording_id for recording_id, _, _ in chunk]))
+                        .with_for_update(skip_locked=True)
+                    )
+                }
+                for recording_id, expires, retention_class in chunk:
+                    row = locked.get(recording_id)
                     if row is None or row.expires_at is not None:
-                        continue
+                        continue  # another run has it, or set it meanwhile
                     row.expires_at = expires
                     append(
                         session,
@@ -688,8 +699,14 @@ class Purger:
                         .where(Recording.id.in_(chunk))
                     )
                 }
+                # Under the lock: rows another run drew meanwhile are its own.
+                drawn_now = set(
+                    session.scalars(
+                        select(SamplePick.recording_id).where(SamplePick.recording_id.in_(chunk))
+                    )
+                )
                 for row in rows:
-                    if row.state not in FINAL_STATES:
+                    if row.state not in FINAL_STATES or row.id in drawn_now:
                         continue
                     keep = row.id in kept
                     session.add(SamplePick(recording_id=row.id, draw_id=draw.id, kept=keep))
@@ -706,9 +723,12 @@ class Purger:
                         row.expires_at = now
                         continue
                     reason = f"{rule}: not kept by the daily sample of {day}"
-                    if self._mark_destroying(session, row, reason, checks[row.id], now):
+                    if self._mark_destroying(session, row, reason, checks[row.id], now, report):
                         targets.append((row.id, row.path))
             draw.kept = len(kept_ids)
+            if not kept_ids and not dropped_ids:
+                session.delete(draw)  # another run drew every one of them: no second draw
+                return
             append(
                 session,
                 at=now,
@@ -789,7 +809,7 @@ class Purger:
                 assert row.expires_at is not None
                 local = row.expires_at.astimezone(self.settings.timezone).isoformat()
                 reason = f"{rule}: retention over at {local}"
-                if self._mark_destroying(session, row, reason, checks[row.id], now):
+                if self._mark_destroying(session, row, reason, checks[row.id], now, report):
                     targets.append((row.id, row.path))
         self._unlink_and_finish(targets, now, report, resumed=False)
 
@@ -952,7 +972,15 @@ class Purger:
         rule = self.settings.rule("call_log_numbers")
         while True:
             with write_session(self.catalog) as session:
-                ids = list(session.scalars(select(Call.id).where(due).limit(self.batch)))
+                ids = list(
+                    session.scalars(
+                        select(Call.id)
+                        .where(due)
+                        .order_by(Call.id)
+                        .limit(self.batch)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
                 if not ids:
                     return
                 for column in (Call.caller_number, Call.callee_number):
@@ -989,6 +1017,18 @@ class Purger:
         report.audit_pruned = self.trail.prune(
             cutoff, at=now, actor=self.actor, rule=self.settings.rule("access_trace")
         )
+
+
+def _failure(candidate: _Candidate, check: FileCheck) -> IntegrityFailure:
+    assert check.problem is not None
+    return IntegrityFailure(
+        candidate.id,
+        check.problem,
+        candidate.path,
+        candidate.sha256,
+        check.found_sha256,
+        check.detail,
+    )
 
 
 def _iso(value: datetime | None) -> str | None:

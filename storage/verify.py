@@ -11,6 +11,10 @@ Read-only checks over one catalog and this node's storage directory:
 - no recording of a call whose consent was refused holds a file (C5);
 - the audit trail's hash chain verifies against its anchor file.
 
+With several nodes on one catalog and one storage root (`node`), a node checks its own rows
+(and those of no node) and leaves the other nodes' directories (`storage_dir/OTHER/`) alone:
+their `.part` files and `recording` rows may be calls in progress there.
+
 Rows in `destroying` are a purge that was interrupted: the next purge finishes them, so they
 are reported as notes, not problems.
 
@@ -214,14 +218,26 @@ class _Files:
     parts: list[Path]
 
 
-def _walk(storage_dir: Path) -> _Files:
+def _other_nodes(catalog: Catalog, node: str | None) -> frozenset[str]:
+    """Names of the other nodes that wrote recordings into this catalog: their directories
+    (`storage.dir/NODE/`) are theirs to verify (a `.part` there may be a call in progress)."""
+    if node is None:
+        return frozenset()
+    query = select(Recording.node).where(Recording.node.is_not(None)).distinct()
+    with read_session(catalog) as session:
+        return frozenset(name for name in session.scalars(query) if name and name != node)
+
+
+def _walk(storage_dir: Path, skip: frozenset[str] = frozenset()) -> _Files:
     recordings: list[Path] = []
     training: list[Path] = []
     parts: list[Path] = []
     training_root = storage_dir / TRAINING_DIR
     for directory, subdirs, names in os.walk(storage_dir):
-        subdirs.sort()
         here = Path(directory)
+        if here == storage_dir:
+            subdirs[:] = [name for name in subdirs if name not in skip]
+        subdirs.sort()
         in_training = here == training_root or training_root in here.parents
         for name in sorted(names):
             path = here / name
@@ -411,7 +427,7 @@ class _Pass:
         # (the confirmation pass sees its row), a row never points at a file not yet seen.
         self.rows = _recording_rows(catalog, node)
         self.copies = _training_rows(catalog, node)
-        self.files = _walk(storage_dir)
+        self.files = _walk(storage_dir, _other_nodes(catalog, node))
         self.by_path: dict[str, list[_Row]] = {}
         for row in self.rows:
             if row.path is not None:
@@ -464,7 +480,8 @@ def verify_catalog(
     `service_started`: when the running service started (a `.part` or a `recording` row
     older than that was left by a process that is gone), or None when no service runs.
     `node`: with several nodes on one catalog, only rows of this node (or of none) are
-    checked against this directory; None checks every row.
+    checked, and the directories of the other nodes (`storage_dir/OTHER/`) are not walked;
+    None checks every row and every file.
     """
     storage_dir = Path(storage_dir)
     report = CatalogReport(storage_dir, now, service_started)

@@ -370,8 +370,8 @@ class B2bua:
             return
         if method == "INVITE":
             self._on_new_invite(side, event, now)
-        elif method == "OPTIONS":
-            response = self._response(request, 200)
+        elif method == "OPTIONS":  # a draining node says 503: a load balancer's probe skips it
+            response = self._response(request, 200 if self.accepting else 503)
             response.headers.set("Allow", ALLOW)
             response.headers.set("Accept", "application/sdp")
             response.headers.set("Supported", SUPPORTED)

@@ -48,8 +48,13 @@ _Known = tuple[int | None, int | None, bool, bool]
 
 
 class CallLog:
-    def __init__(self, catalog: AsyncCatalog, journal_path: Path | None = None) -> None:
+    def __init__(
+        self, catalog: AsyncCatalog, journal_path: Path | None = None, node: str | None = None
+    ) -> None:
         self.catalog = catalog
+        # This node's name (issue 19), on every recording row it makes; its start-up
+        # reconciliation only touches rows of this node (or of none).
+        self.node = node
         # Worker-thread state: our call id -> catalog row ids. A call row stays known while
         # a recording of it is pending, since its file is finalized after the call ends.
         self._rows: dict[str, int] = {}
@@ -335,6 +340,7 @@ class CallLog:
                     path=info["path"],
                     format=info["format"],
                     created_at=at,
+                    node=self.node,
                 )
             finish = (
                 catalog.finalize_recording
@@ -404,6 +410,8 @@ class CallLog:
         """The recording's row, before its file exists; done once it is written (in the
         catalog, or in the journal while the catalog is away)."""
         args = {"name": name, "path": path, "format": format, "created_at": at}
+        if self.node is not None:
+            args["node"] = self.node
         return self._write("add_recording", call_id, args)
 
     def recording_opened(self, call_id: str, *, name: str, path: str) -> None:
@@ -459,7 +467,12 @@ class CallLog:
             by_final = {item["final"]: item for item in repaired}
             kinds = ("interrupted", "failed", "uncatalogued", "published", "refused")
             counts = dict.fromkeys(kinds, 0)
-            rows = catalog.list_recordings(state="recording")
+            # Another node's `recording` rows are its calls in progress, not ours to close.
+            rows = [
+                row
+                for row in catalog.list_recordings(state="recording")
+                if self.node is None or row.node is None or row.node == self.node
+            ]
             found = _match_files(catalog, rows, by_final)
             for row in rows:
                 item = found.get(row.id)

@@ -9,6 +9,10 @@ row left `recording` by a service that is gone, no file for a call whose consent
 the audit chain intact. Rows a killed purge left in `destroying` are printed as notes
 ("purge interrupted"): the next purge finishes them.
 
+With several nodes on one catalog and storage root (`service.node`), it checks this node's
+rows (and those of no node) and its own directory, not the other nodes' (their `.part` files
+and open rows may be calls in progress): run it as each node.
+
 Whether a service runs, and since when, is read from its control socket: a socket that
 accepts a connection is a live service, bound when it started (after it repaired the
 `.part` files a crash left). No live socket: no service, and every `.part` is unrepaired.
@@ -90,6 +94,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
             anchor_path=ctx.anchor,
             service_started=service_started(_sockets(args, ctx)),
             now=now,
+            node=ctx.config.service.node,
         )
         # After the chain was checked, so that the check never sees its own entry half-made.
         audit.record(

@@ -49,6 +49,7 @@ def purge_once(
         now,
         dry_run=dry_run,
         actor=actor,
+        node=config.service.node,
         anchor_path=anchor_path(config),
         seed=seed,
     )

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,12 +193,16 @@ def running_recorder(
     external_extra: str = "",
     internal_extra: str = "",
     media_extra: str = "",
+    service_extra: str = "",
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[RecorderProcess]:
     """`policy_extra`: the policy tables ([recording], [notice]...) appended to the deploy part.
     `storage_dir`: storage.dir (default WORKDIR/recordings; the catalog stays in WORKDIR);
     `storage_extra`: more `[storage]` keys (`when_full = "reject"`...);
     `database`: storage.database (default a SQLite file in WORKDIR);
-    `external_extra`, `internal_extra`, `media_extra`: more keys for those tables (TLS, SRTP)."""
+    `external_extra`, `internal_extra`, `media_extra`: more keys for those tables (TLS, SRTP);
+    `service_extra`: more `[service]` keys (`node = "rec-1"`);
+    `env`: more environment variables (`RUNTIME_DIRECTORY`: where the control socket goes)."""
     workdir.mkdir(parents=True, exist_ok=True)
     policy = workdir / "policy.toml"
     policy.write_text(
@@ -216,7 +220,8 @@ def running_recorder(
             external_allow=", ".join(f'"{a}"' for a in external_allow),
             ring_timeout=ring_timeout,
             drain_seconds=drain_seconds,
-            service_extra="" if access_socket is None else f'access_socket = "{access_socket}"\n',
+            service_extra=_lines(service_extra)
+            + ("" if access_socket is None else f'access_socket = "{access_socket}"\n'),
             external_extra=_lines(external_extra),
             internal_extra=_lines(internal_extra),
             media_extra=_lines(media_extra),
@@ -224,7 +229,7 @@ def running_recorder(
         + policy_extra
     )
     log_path = workdir / "recorder.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    environ = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
@@ -243,7 +248,7 @@ def running_recorder(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=workdir,
-            env=env,
+            env=environ,
         )
     recorder = RecorderProcess(
         proc, log_path, external_port, internal_port, media_first, media_last, policy

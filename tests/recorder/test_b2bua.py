@@ -370,6 +370,23 @@ def test_out_of_dialog_options_is_answered() -> None:
     assert "INVITE" in (h.ext_port.responses[-1][1].headers.get("Allow") or "")
 
 
+def test_a_draining_b2bua_answers_options_and_invites_with_503() -> None:
+    """Issue 19: a load balancer's OPTIONS probe (Kamailio's dispatcher) takes a node that is
+    stopping out of its set; an INVITE that reaches it anyway gets 503 and goes elsewhere."""
+    h = Harness()
+    h.b2bua.accepting = False
+    options = (
+        invite(body=b"").replace(b"INVITE sip", b"OPTIONS sip").replace(b"10 INVITE", b"10 OPTIONS")
+    )
+    key = h.receive(h.external, options)
+    assert key is not None
+    assert h.ext_port.statuses(key) == [503]
+    key = h.receive(h.external, invite(call_id="drain-2"))
+    assert key is not None
+    assert h.ext_port.statuses(key) == [503]
+    assert h.int_port.requests == []
+
+
 def test_unknown_dialog_gets_481() -> None:
     h = Harness()
     key = h.receive(h.external, in_dialog("BYE", 11, "nosuchtag"))

@@ -287,3 +287,22 @@ def test_tls_errors_name_key_and_line(tmp_path: Path) -> None:
     problems = _problems(write(tmp_path, clash))
     assert list(problems) == ["sip.external.tls_listen"]
     assert "sip.internal.listen" in problems["sip.external.tls_listen"][1]
+
+
+def test_node_defaults_to_the_host_name_and_may_be_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "rec-a.example.org")
+    assert load_config(write(tmp_path, GOOD)).service.node == "rec-a"
+    monkeypatch.setattr("socket.gethostname", lambda: "2026")  # not usable: a year directory
+    assert load_config(write(tmp_path, GOOD)).service.node == "node"
+    named = GOOD.replace("[service]\n", '[service]\nnode = "rec-b"\n')
+    assert load_config(write(tmp_path, named)).service.node == "rec-b"
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", "2026", "training", ".hidden", "x" * 64])
+def test_a_node_name_is_one_safe_path_component(tmp_path: Path, name: str) -> None:
+    bad = GOOD.replace("[service]\n", f'[service]\nnode = "{name}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, bad))
+    assert caught.value.problems[0].startswith(f"{tmp_path / 'policy.toml'}:2: service.node: ")

@@ -230,3 +230,23 @@ async def test_two_rows_of_one_name_take_a_published_file_and_a_repaired_one_in_
     assert row_a is not None and row_a.path == str(first)
     assert row_a.sha256 == hashlib.sha256(published).hexdigest()
     assert row_b is not None and row_b.path == str(second)
+
+
+async def test_a_restarting_node_leaves_another_nodes_recordings_in_progress_alone(
+    tmp_path: Path, call_log: CallLog
+) -> None:
+    """Issue 19: node n2 restarts while n1 records a call on the same catalog. n1's row is
+    `recording` with no file n2 could find (n1 writes it under storage.dir/n1/): n2 must not
+    fail it, or n1's recording would end up failed while its file is made."""
+    storage = tmp_path / "recordings"
+    theirs = await call_log.catalog.run(lambda c: open_row(c, storage / "n1" / "live.wav"))
+    ours = await call_log.catalog.run(lambda c: open_row(c, storage / "n2" / "lost.wav"))
+    await call_log.catalog.update_recording(theirs, node="n1")
+    await call_log.catalog.update_recording(ours, node="n2")
+    node2 = CallLog(call_log.catalog, node="n2")
+    counts = await node2.reconcile_after_crash([], RESTART)
+    assert counts["failed"] == 1
+    live = await call_log.catalog.get_recording(theirs)
+    lost = await call_log.catalog.get_recording(ours)
+    assert live is not None and live.state is RecordingState.RECORDING
+    assert lost is not None and lost.state is RecordingState.FAILED

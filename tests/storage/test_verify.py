@@ -274,8 +274,10 @@ def test_a_problem_gone_by_the_second_look_is_not_reported(
     real = verify_module._walk
     calls: list[int] = []
 
-    def first_sees_a_phantom(directory: Path) -> verify_module._Files:
-        files = real(directory)
+    def first_sees_a_phantom(
+        directory: Path, skip: frozenset[str] = frozenset()
+    ) -> verify_module._Files:
+        files = real(directory, skip)
         calls.append(1)
         if len(calls) == 1:
             files.recordings.append(directory / "2026" / "11" / "01" / "being-finalized.wav")
@@ -434,3 +436,37 @@ def test_cli_missing_catalog_exits_1(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "recorder.db").unlink()
     code, _, err = runner("catalog", "verify")
     assert code == 1 and "recorder.db" in err
+
+
+def test_a_node_verifies_its_own_directory_and_rows_not_another_nodes(store: Store) -> None:
+    """Several nodes, one storage root (issue 19): node n1's `.part` in progress, its rows
+    still `recording`, are n1's to judge; n2's verify neither walks n1/ nor reads its rows."""
+    mine, _ = store.recording(local(2026, 11, 1, 10))
+    store.catalog.update_recording(mine, node="n2")
+    theirs = store.dir / "n1" / "2026" / "11" / "05"
+    theirs.mkdir(parents=True)
+    (theirs / "in-progress.wav.part").write_bytes(b"RIFF")
+    call = store.catalog.add_call(
+        call_id_a="n1-call",
+        direction="inbound",
+        side="external",
+        caller_number="+15145550100",
+        callee_number="+15145559000",
+        arrived_at=NOW - timedelta(hours=2),
+    )
+    store.catalog.add_recording(
+        call,
+        name="in-progress.wav",
+        path=str(theirs / "in-progress.wav"),
+        format="pcm16",
+        created_at=NOW - timedelta(hours=2),
+        node="n1",
+    )
+    as_n2 = verify_catalog(
+        store.catalog, store.dir, anchor_path=store.anchor, service_started=None, now=NOW, node="n2"
+    )
+    assert as_n2.ok, as_n2.to_json()
+    assert as_n2.counts["recordings"] == 1 and as_n2.counts["part_files"] == 0
+    # Without a node (an admin's look at everything) the same two are problems.
+    everything = check(store, service_started=None)
+    assert sorted(kinds(everything)) == ["part_unrepaired", "recording_left_open"]

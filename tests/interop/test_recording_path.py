@@ -97,7 +97,10 @@ def test_recorded_call_is_exact_named_and_catalogued(
     path = Path(row["path"])
     # N2: date, hour, minute and extension; D1: expiry stored with it.
     assert path.name.endswith("_ext-pbx.wav"), path.name  # the answering contact
-    assert path.parent.relative_to(recorder.policy_path.parent / "recordings").parts[0].isdigit()
+    # Under the node's own directory (issue 19: several nodes may share storage.dir).
+    node = recorder.wait_event("service.started")[0]["node"]
+    where = path.parent.relative_to(recorder.policy_path.parent / "recordings").parts
+    assert where[0] == node and where[1].isdigit()
     assert row["expires_at"] is not None
     # Privacy by default: 0640 files in 0750 directories, and the hash the catalog holds.
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640

@@ -10,6 +10,8 @@ import base64
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recorder.media.sdes import SUITES, Crypto, LegKeys, SdesNegotiator
 from sip.errors import RemoteProtocolError
@@ -240,3 +242,26 @@ def test_an_srtp_answer_to_a_plain_offer_is_refused() -> None:
     pbx_answer = sdp(cryptos=(f"2 AES_CM_128_HMAC_SHA1_32 inline:{PBX_KEY}",), session="3")
     with pytest.raises(RemoteProtocolError, match="not offered"):
         cross(negotiator, "b", "a", pbx_answer)
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=500, deadline=None)
+def test_any_crypto_line_parses_or_is_skipped_never_raises(value: str) -> None:
+    crypto = Crypto.parse(value)
+    assert crypto is None or (crypto.suite in SUITES and len(crypto.key) == SUITES[crypto.suite])
+
+
+@given(
+    st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=80), max_size=4)
+)
+@settings(max_examples=300, deadline=None)
+def test_any_crypto_attributes_give_keys_or_a_488(values: list[str]) -> None:
+    negotiator, _ = counting_random()
+    offer = sdp(cryptos=tuple(values))
+    try:
+        to_pbx = cross(negotiator, "a", "b", offer)
+    except RemoteProtocolError as exc:
+        assert exc.status_hint == 488
+        return
+    assert negotiator.legs["a"].inbound is not None
+    assert len(cryptos(to_pbx)) == len(SUITES)

@@ -11,6 +11,7 @@ a peer here.
 from __future__ import annotations
 
 import re
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,27 @@ class Pki:
         )
 
 
+def srtp_baresip(
+    interop_dir: Path,
+    pki: Pki,
+    user: str,
+    source: Path,
+    *,
+    leaf: LeafCert | None = None,
+    sip_trace: bool = False,
+) -> AbstractContextManager[peers.Baresip]:
+    """A baresip on TLS (its certificate from the test CA unless `leaf`) with mandatory SRTP."""
+    cert = leaf or pki.leaf(user)
+    return peers.start_baresip(
+        interop_dir,
+        user=user,
+        source_wav=source,
+        tls=peers.BaresipTls(cert.pem, pki.ca.cert_path if leaf is None else None),
+        srtp=True,
+        sip_trace=sip_trace,
+    )
+
+
 def tls_recorder(
     start_recorder: RecorderFactory, pki: Pki, pbx: peers.Baresip, policy: str, extra: str = ""
 ) -> tuple[RecorderProcess, int]:
@@ -124,23 +146,9 @@ def test_tls_and_srtp_on_both_sides_recorded(
     start_recorder: RecorderFactory,
 ) -> None:
     pki = Pki(interop_dir)
-    with peers.start_baresip(
-        interop_dir,
-        user="callee",
-        source_wav=agent_long_wav,
-        tls=peers.BaresipTls(pki.leaf("callee").pem, pki.ca.cert_path),
-        srtp=True,
-        sip_trace=True,
-    ) as callee:
+    with srtp_baresip(interop_dir, pki, "callee", agent_long_wav, sip_trace=True) as callee:
         recorder, external_tls = tls_recorder(start_recorder, pki, callee, RECORD_ALL)
-        with peers.start_baresip(
-            interop_dir,
-            user="caller",
-            source_wav=prompt_padded_wav,
-            tls=peers.BaresipTls(pki.leaf("caller").pem, pki.ca.cert_path),
-            srtp=True,
-            sip_trace=True,
-        ) as caller:
+        with srtp_baresip(interop_dir, pki, "caller", prompt_padded_wav, sip_trace=True) as caller:
             caller.dial(f"sip:callee@127.0.0.1:{external_tls};transport=tls")
             caller.wait_event("CALL_ESTABLISHED", timeout=10)
             callee.wait_event("CALL_ESTABLISHED", timeout=10)
@@ -182,21 +190,9 @@ def test_refusal_key_inside_srtp_over_tls_is_honoured(
 ) -> None:
     """C3/C4 with the key as RFC 4733 events inside SRTP: decrypted, heard, honoured (C5)."""
     pki = Pki(interop_dir)
-    with peers.start_baresip(
-        interop_dir,
-        user="callee",
-        source_wav=agent_long_wav,
-        tls=peers.BaresipTls(pki.leaf("callee").pem, pki.ca.cert_path),
-        srtp=True,
-    ) as callee:
+    with srtp_baresip(interop_dir, pki, "callee", agent_long_wav) as callee:
         recorder, external_tls = tls_recorder(start_recorder, pki, callee, NOTICE_AND_REFUSAL)
-        with peers.start_baresip(
-            interop_dir,
-            user="caller",
-            source_wav=agent_long_wav,
-            tls=peers.BaresipTls(pki.leaf("caller").pem, pki.ca.cert_path),
-            srtp=True,
-        ) as caller:
+        with srtp_baresip(interop_dir, pki, "caller", agent_long_wav) as caller:
             caller.dial(f"sip:callee@127.0.0.1:{external_tls};transport=tls")
             caller.wait_event("CALL_ESTABLISHED", timeout=10)
             assert caller.wait_secure() == SUITE
@@ -222,24 +218,14 @@ def test_a_pbx_with_an_untrusted_certificate_is_refused_in_one_clear_line(
 ) -> None:
     pki = Pki(interop_dir)
     rogue = make_ca(pki.dir, "rogue")
-    with peers.start_baresip(
-        interop_dir,
-        user="callee",
-        source_wav=agent_long_wav,
-        tls=peers.BaresipTls(pki.leaf("impostor", rogue).pem),
-        srtp=True,
+    with srtp_baresip(
+        interop_dir, pki, "callee", agent_long_wav, leaf=pki.leaf("impostor", rogue)
     ) as callee:
         # Short timers: the INVITE that could not go out times out in 64 * T1 = 3.2 s.
         recorder, external_tls = tls_recorder(
             start_recorder, pki, callee, RECORD_ALL, "\n[sip.timers]\nt1 = 0.05\n"
         )
-        with peers.start_baresip(
-            interop_dir,
-            user="caller",
-            source_wav=agent_long_wav,
-            tls=peers.BaresipTls(pki.leaf("caller").pem, pki.ca.cert_path),
-            srtp=True,
-        ) as caller:
+        with srtp_baresip(interop_dir, pki, "caller", agent_long_wav) as caller:
             caller.dial(f"sip:callee@127.0.0.1:{external_tls};transport=tls")
             closed = caller.wait_event("CALL_CLOSED", timeout=15)
         assert callee.events("CALL_INCOMING") == [] and callee.events("CALL_ESTABLISHED") == []

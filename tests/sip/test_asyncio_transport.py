@@ -11,8 +11,10 @@ import pytest
 from sip.asyncio.endpoint import SipEndpoint
 from sip.message import Response, make_response, parse_message
 from sip.transaction import (
+    DEFAULT_TIMERS,
     RequestReceived,
     ResponseReceived,
+    TimerConfig,
     TransactionEvent,
 )
 from tests.sip.pair import make_ack_for_2xx, make_request
@@ -24,10 +26,10 @@ TIMEOUT = 5.0
 class Peer:
     """An endpoint and what it saw; as UAS it answers INVITE and OPTIONS with 200."""
 
-    def __init__(self) -> None:
+    def __init__(self, timers: TimerConfig = DEFAULT_TIMERS) -> None:
         self.events: list[TransactionEvent] = []
         self._changed = asyncio.Event()
-        self.endpoint = SipEndpoint(self.on_event)
+        self.endpoint = SipEndpoint(self.on_event, timers)
 
     def on_event(self, endpoint: SipEndpoint, event: TransactionEvent) -> None:
         self.events.append(event)

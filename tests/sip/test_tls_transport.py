@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sip.asyncio.endpoint import SipEndpoint
 from sip.asyncio.tls import TlsSettings, client_context, tls_settings
-from sip.message import make_response
 from sip.transaction import (
     RequestReceived,
     ResponseReceived,
@@ -22,6 +20,7 @@ from sip.transaction import (
 )
 from tests.interop.peers import free_port_block
 from tests.sip.pair import make_ack_for_2xx, make_request
+from tests.sip.test_asyncio_transport import Peer as PlainPeer
 from tests.tlscerts import Ca, CertFiles, make_ca, make_cert
 
 HOST = "127.0.0.1"
@@ -30,32 +29,11 @@ TIMEOUT = 5.0
 QUICK = TimerConfig(t1=0.02, t2=0.2, t4=0.2)
 
 
-class Peer:
-    """An endpoint and what it saw; as UAS it answers INVITE and OPTIONS with 200."""
+class Peer(PlainPeer):
+    """test_asyncio_transport's peer (answers INVITE and OPTIONS with 200), started with TLS."""
 
     def __init__(self, timers: TimerConfig = QUICK) -> None:
-        self.events: list[TransactionEvent] = []
-        self._changed = asyncio.Event()
-        self.endpoint = SipEndpoint(self.on_event, timers)
-
-    def on_event(self, endpoint: SipEndpoint, event: TransactionEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-        if isinstance(event, RequestReceived) and event.key is not None:
-            request = event.request
-            if request.method in ("INVITE", "OPTIONS"):
-                endpoint.send_response(event.key, make_response(request, 200, to_tag="uas"))
-
-    async def wait_for(self, predicate: Callable[[TransactionEvent], bool]) -> TransactionEvent:
-        async def wait() -> TransactionEvent:
-            while True:
-                for event in self.events:
-                    if predicate(event):
-                        return event
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(wait(), TIMEOUT)
+        super().__init__(timers)
 
     async def start(self, tls: TlsSettings | None) -> None:
         port = free_port_block(2, tcp=True)

@@ -7,6 +7,7 @@ so that an admin can fix a bad file without reading code.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 import tomllib
@@ -88,6 +89,26 @@ class MediaConfig:
     # May one leg be SRTP and the other plain RTP? Off by default: a call encrypted on one
     # side must not go out in clear on the other unless the policy says so (issue 21).
     srtp_mixed: bool = False
+    # Media worker processes relaying the RTP (issue 18); 0 = the service's own loop does.
+    workers: int = 0
+
+
+MAX_MEDIA_WORKERS = 64
+
+
+def _media_workers(reader: _Reader, media: Mapping[str, Any]) -> int:
+    """`media.workers`: "auto" (the default: one per core), or 0 (the service relays in its
+    own loop) to MAX_MEDIA_WORKERS."""
+    value = media.get("workers", "auto")
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MEDIA_WORKERS:
+        reader.error(
+            "media.workers",
+            f'must be "auto" or a whole number from 0 to {MAX_MEDIA_WORKERS}, got {value!r}',
+        )
+        return 0
+    return value
 
 
 WHEN_FULL = ("connect_unrecorded", "reject")
@@ -538,7 +559,8 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         t4=reader.number(timers_table, "sip.timers.t4", 5.0, 0.01),
     )
 
-    media = reader.table(data, "media", {"address", "ports", "srtp_mixed"})
+    media = reader.table(data, "media", {"address", "ports", "srtp_mixed", "workers"})
+    workers = _media_workers(reader, media)
     srtp_mixed = media.get("srtp_mixed", False)
     if not isinstance(srtp_mixed, bool):
         reader.error("media.srtp_mixed", f"must be true or false, got {srtp_mixed!r}")
@@ -611,7 +633,7 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         service=service_config,
         external=external,
         internal=internal,
-        media=MediaConfig(media_address, first, last, srtp_mixed),
+        media=MediaConfig(media_address, first, last, srtp_mixed, workers),
         storage=storage_config,
         timers=timers,
         raw=data,

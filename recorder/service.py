@@ -11,18 +11,16 @@ from typing import Any
 
 from consent.voice import VoiceRefusalSpotter, VoiceUnavailable
 from recorder.access.commands import AccessServer, access_socket_path
-from recorder.call.b2bua import B2bua, Call, SipSideRuntime
+from recorder.call.b2bua import B2bua, SipSideRuntime
 from recorder.call.call_log import CallLog
 from recorder.call.catalog_journal import JournalError
-from recorder.call.controller import CallController, ControllableMedia
+from recorder.call.controller import CallController
 from recorder.call.limits import Admission
 from recorder.call.recording_glue import Recorder
-from recorder.call.sdp_anchor import CryptoRewrite
 from recorder.config import Config, ConfigError, SipSide, load_config
 from recorder.console.server import ConsoleServer
+from recorder.media.plane import MediaPlane
 from recorder.media.ports import PortPool
-from recorder.media.relay import MediaLeg, MediaSession
-from recorder.media.sdes import SdesNegotiator
 from recorder.ops.control import ControlServer, service_socket_path
 from recorder.ops.logs import get_logger
 from recorder.ops.metrics import (
@@ -47,52 +45,6 @@ from storage.retention import PurgeError
 Address = tuple[str, int]
 log = get_logger("recorder.service")
 PURGE_INTERVAL = 3600.0  # seconds between retention passes
-
-
-class RelayAnchor:
-    """A MediaSession seen through the B2BUA's `MediaAnchor` protocol."""
-
-    def __init__(self, session: MediaSession, srtp: SdesNegotiator | None = None) -> None:
-        self.session = session
-        self.srtp = srtp
-
-    def crypto(self, from_role: str, to_role: str | None) -> CryptoRewrite | None:
-        return self.srtp.rewriter(from_role, to_role) if self.srtp is not None else None
-
-    def local_port(self, role: str) -> int:
-        leg = self.session.leg_a if role == "a" else self.session.leg_b
-        return leg.local_rtp_port
-
-    def set_remote(self, role: str, rtp: Address | None, rtcp: Address | None) -> None:
-        leg = self.session.leg_a if role == "a" else self.session.leg_b
-        try:
-            leg.set_remote(rtp, rtcp)
-        except ValueError as exc:
-            # A hostname or a foreign address family in c=: wait for the party's first packet
-            # and latch onto it rather than fail the call.
-            log.warning("media.unusable_remote", leg=role, error=str(exc))
-            leg.set_remote(None, None)
-
-    def close(self) -> None:
-        self.session.close()
-
-    def _leg(self, role: str) -> MediaLeg:
-        return self.session.leg_a if role == "a" else self.session.leg_b
-
-    def send_rtp(self, role: str, data: bytes) -> bool:
-        return self._leg(role).send_rtp(data)
-
-    def set_forwarding(self, role: str, enabled: bool) -> None:
-        self._leg(role).forward_enabled = enabled
-
-    def set_tap(self, role: str, tap: Callable[[bytes, float], None] | None) -> None:
-        self._leg(role).on_packet = tap
-
-    def set_filter(self, role: str, keep: Callable[[bytes, float], bool] | None) -> None:
-        self._leg(role).forward_filter = keep
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self.session.stats())
 
 
 def _advertised(side: SipSide, fallback: str) -> Address:
@@ -137,6 +89,7 @@ class Service:
         self.access: AccessServer | None = None
         self.console: ConsoleServer | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        self.media: MediaPlane | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -178,27 +131,23 @@ class Service:
             self.endpoints[side.name] = endpoint
             runtimes[side.name] = SipSideRuntime(side, endpoint, advertised)
 
-        def media_factory(_call_id: str, caller_side: str) -> RelayAnchor:
-            address = config.media.address
-            session = MediaSession(self.pool, address, address, loop=loop)
-            sides = config.srtp_sides(caller_side)
-            negotiator = session.srtp_negotiator(sides, allow_mixed=config.media.srtp_mixed)
-            return RelayAnchor(session, negotiator)
-
-        def media_of(call: Call) -> ControllableMedia | None:
-            return call.media if isinstance(call.media, RelayAnchor) else None
-
-        def legs_of(call: Call) -> tuple[MediaLeg, MediaLeg] | None:
-            if not isinstance(call.media, RelayAnchor):
-                return None
-            return call.media.session.leg_a, call.media.session.leg_b
+        self.media = MediaPlane(
+            self.pool,
+            config.media.address,
+            workers=config.media.workers,
+            srtp_sides=config.srtp_sides,
+            srtp_mixed=config.media.srtp_mixed,
+            on_lost=self._media_lost,
+            loop=loop,
+        )
+        await self.media.start()
 
         recorder = Recorder(
             self.writer,
             call_log,
             node_directory(config.storage.dir, config.service.node),
             lambda: self.policy,
-            legs_of,
+            self.media.legs_of,
             lambda: datetime.now(UTC),
             space=self.storage,
         )
@@ -207,7 +156,7 @@ class Service:
         self.controller = CallController(
             self.policy,
             policy_dir=config.path.resolve().parent,
-            media_of=media_of,
+            media_of=self.media.media_of,
             on_change=self._rearm,
             call_log=call_log,
             recording_factory=recorder.start,
@@ -217,7 +166,7 @@ class Service:
         self.b2bua = B2bua(
             runtimes["external"],
             runtimes["internal"],
-            media_factory,
+            self.media.factory,
             media_address=config.media.address,
             ring_timeout=config.service.ring_timeout,
             user_agent=config.service.user_agent,
@@ -337,6 +286,18 @@ class Service:
         if report.repaired or any(counts.values()):
             log.warning("recording.recovered", repaired=len(report.repaired), **counts)
 
+    def _media_lost(self, call_id: str) -> None:
+        """A media worker died under this call: end it (BYE both ways); its recording, if
+        any, is kept as `interrupted` (`recording_glue`)."""
+        b2bua = self.b2bua
+        call = b2bua.calls.get(call_id) if b2bua is not None else None
+        if b2bua is None or call is None or self._loop is None:
+            return
+        call.info["media_lost"] = True
+        b2bua.hangup(call, self._loop.time(), "media_lost")
+        self._rearm()
+        self._report_status()
+
     def _rearm(self) -> None:
         assert self._loop is not None and self.b2bua is not None
         when = self.b2bua.get_timer()
@@ -434,6 +395,8 @@ class Service:
             endpoint.close()
         for endpoint in self.endpoints.values():
             await endpoint.wait_closed()
+        if self.media is not None:
+            await self.media.aclose()
         if self.writer is not None:
             await self.writer.aclose()
         if self.call_log is not None:

@@ -115,6 +115,9 @@ class MediaAnchor(Protocol):
     def crypto(self, from_role: str, to_role: str | None) -> CryptoRewrite | None: ...
     def close(self) -> None: ...
     def stats(self) -> dict[str, Any]: ...
+    # Close, then hand the final counters to `done`: at once for an in-process relay, once the
+    # worker has closed the sockets for a media worker's session (issue 18).
+    def finish(self, done: Callable[[dict[str, Any]], None]) -> None: ...
 
 
 # (call id, the caller's side name) -> anchor (raises RuntimeError when full)
@@ -336,17 +339,21 @@ class B2bua:
         return len(self.calls)
 
     def hangup_all(self, now: float) -> None:
-        """End every call: BYE on answered legs, 480/CANCEL on calls still ringing."""
+        """End every call: BYE on answered legs, 503/CANCEL on calls still ringing."""
         for call in list(self.calls.values()):
-            if call.state is CallState.CONFIRMED:
-                self._hangup(call, now, reason="shutdown", send_to=("a", "b"))
-            else:
-                self._send_a_final(
-                    call, self._response(call.a_invite, 503, to_tag=call.a.local_tag), now
-                )
-                if call.b.invite_key is not None:
-                    call.b.side.port.cancel_request(call.b.invite_key)
-                self._end_call(call, "shutdown", now)
+            self.hangup(call, now, "shutdown")
+
+    def hangup(self, call: Call, now: float, reason: str) -> None:
+        """End one call from our side: BYE on answered legs, 503/CANCEL while ringing."""
+        if call.state is CallState.ENDED:
+            return
+        if call.state is CallState.CONFIRMED:
+            self._hangup(call, now, reason=reason, send_to=("a", "b"))
+            return
+        self._send_a_final(call, self._response(call.a_invite, 503, to_tag=call.a.local_tag), now)
+        if call.b.invite_key is not None:
+            call.b.side.port.cancel_request(call.b.invite_key)
+        self._end_call(call, reason, now)
 
     # ------------------------------------------------------------------ requests
     def _on_request(self, side: SipSideRuntime, event: RequestReceived, now: float) -> None:
@@ -1160,12 +1167,8 @@ class B2bua:
             return
         call.state = CallState.ENDED
         call.end_reason = reason
-        stats: dict[str, Any] = {}
-        if call.media is not None:
-            stats = call.media.stats()
-            call.info["media_stats"] = stats
-            call.media.close()
-            call.media = None
+        media = call.media
+        call.media = None
         self.calls.pop(call.id, None)
         self._by_a_invite.pop((call.a.side.name, call.a_invite_key), None)
         # Dialog entries stay until the legs' BYE/ACK traffic is over: dropped lazily below.
@@ -1175,18 +1178,26 @@ class B2bua:
                 self._dialogs.pop(self._dialog_key(leg), None)
         self._b_call_ids.pop((call.b.side.name, call.b_invite.call_id), None)
         duration = round(now - call.answered_at, 3) if call.answered_at is not None else 0.0
-        log.info(
-            "call.ended",
-            call_id=call.id,
-            reason=reason,
-            answered=call.answered_at is not None,
-            duration=duration,
-            media=stats,
-        )
+
+        def ended(stats: dict[str, Any]) -> None:
+            call.info["media_stats"] = stats
+            log.info(
+                "call.ended",
+                call_id=call.id,
+                reason=reason,
+                answered=call.answered_at is not None,
+                duration=duration,
+                media=stats,
+            )
+            if self.on_call_ended is not None:
+                self.on_call_ended(call)
+
+        if media is not None:
+            media.finish(ended)
+        else:
+            ended({})
         if self.hooks is not None:
             self.hooks.on_ended(call, now)
-        if self.on_call_ended is not None:
-            self.on_call_ended(call)
 
     def _dialog_key(self, leg: Leg) -> tuple[str, str, str, str]:
         assert leg.dialog is not None

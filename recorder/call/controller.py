@@ -70,7 +70,14 @@ class ControllableMedia(Protocol):
     def send_rtp(self, role: str, data: bytes) -> bool: ...
     def set_forwarding(self, role: str, enabled: bool) -> None: ...
     def set_tap(self, role: str, tap: PacketTap | None) -> None: ...
-    def set_filter(self, role: str, keep: Callable[[bytes, float], bool] | None) -> None: ...
+    # `payload_type`: the only packets `keep` needs to judge (the agent's telephone-events).
+    def set_filter(
+        self,
+        role: str,
+        keep: Callable[[bytes, float], bool] | None,
+        *,
+        payload_type: int | None = None,
+    ) -> None: ...
 
 
 class CallRecordingHandle(Protocol):
@@ -493,7 +500,9 @@ class CallController:
             return
         state.agent_filter = AgentDtmfFilter(pt, AgentCodeMatcher(codes))
         media.set_filter(
-            agent_role, lambda packet, arrival: self._agent_packet(call, packet, arrival)
+            agent_role,
+            lambda packet, arrival: self._agent_packet(call, packet, arrival),
+            payload_type=pt,
         )
 
     def _telephone_event_pt(self, call: Call, role: str) -> int | None:

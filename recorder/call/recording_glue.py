@@ -26,12 +26,11 @@ from typing import Any
 from recorder.call.b2bua import Call
 from recorder.call.call_log import CallLog
 from recorder.call.controller import CallState
-from recorder.media.relay import MediaLeg
 from recorder.ops.logs import get_logger
 from recorder.policy import Policy
 from recorder.recording.naming import SUFFIX, day_directory, render_stem
 from recorder.recording.space import SpaceChange, StorageSpace
-from recorder.recording.tap import CallRecording
+from recorder.recording.tap import CallRecording, TappableLeg
 from recorder.recording.writer import RecordingResult, RecordingWriterClient
 
 log = get_logger("recorder.recording")
@@ -44,7 +43,7 @@ PLACEMENT_COUNTERS = (
     "drift_corrections",
 )
 
-LegsOf = Callable[[Call], tuple[MediaLeg, MediaLeg] | None]  # (leg A, leg B)
+LegsOf = Callable[[Call], tuple[TappableLeg, TappableLeg] | None]  # (leg A, leg B)
 RECHECK_SECONDS = 5.0  # while the disk is full, how often its free space is measured again
 
 
@@ -238,6 +237,9 @@ class Recorder:
         if active is not None and active.discard:
             self._destroy(call, result)
             return
+        # A media worker died under the call (issue 18): the file holds the call up to then,
+        # and is kept, as interrupted.
+        media_lost = bool(call.info.get("media_lost"))
         files: list[dict[str, Any]] = [
             {
                 "path": str(f.path),
@@ -246,9 +248,9 @@ class Recorder:
                 "size": f.size,
                 "duration": f.duration_s,
                 "pauses": [list(p) for p in f.pauses],
-                "state": f.state,
+                "state": "interrupted" if media_lost and f.state == "complete" else f.state,
                 "format": f.format,
-                "reason": f.reason,
+                "reason": "media worker died" if media_lost and f.reason is None else f.reason,
             }
             for f in result.files
         ]

@@ -30,7 +30,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -58,7 +58,7 @@ _monotonic = time.monotonic
 _HOLD_HOSTS = frozenset({"0.0.0.0", "::"})
 
 
-def _check_remote(address: Address, family: socket.AddressFamily, what: str) -> None:
+def check_remote(address: Address, family: socket.AddressFamily, what: str) -> None:
     host, port = address
     try:
         parsed = ipaddress.ip_address(host)
@@ -147,11 +147,11 @@ class MediaLeg:
         if rtp is None:
             rtcp = None
         else:
-            _check_remote(rtp, self._family, "RTP remote")
+            check_remote(rtp, self._family, "RTP remote")
             if rtcp is None:
                 rtcp = (rtp[0], rtp[1] + 1) if rtp[1] < 65535 else None
             if rtcp is not None:
-                _check_remote(rtcp, self._family, "RTCP remote")
+                check_remote(rtcp, self._family, "RTCP remote")
         self.remote_rtp = rtp
         self.remote_rtcp = rtcp
         self.latched_rtp = None
@@ -191,6 +191,25 @@ class MediaLeg:
             self.stats.dropped_send += 1
             return False
         self.stats.injected_rtp += 1
+        return True
+
+    def relay_held(self, data: bytes) -> bool:
+        """Relay to the other party a packet this leg received and its filter held (a media
+        worker's filter waits for the service's verdict); False if dropped."""
+        peer = self._peer
+        destination = peer._rtp_destination
+        if destination is None or self.closed:
+            self.stats.dropped_not_forwarded += 1
+            return False
+        try:
+            srtp_out = peer._srtp_out
+            if srtp_out is not None:
+                data = srtp_out.protect(data)
+            peer._rtp_socket.sendto(data, destination)
+        except (OSError, SrtpError):
+            self.stats.dropped_send += 1
+            return False
+        self.stats.rtp_forwarded += 1
         return True
 
     def as_dict(self) -> dict[str, StatsValue]:
@@ -319,7 +338,7 @@ class MediaLeg:
         loop.add_reader(self._rtp_socket.fileno(), self._on_rtp_readable)
         loop.add_reader(self._rtcp_socket.fileno(), self._on_rtcp_readable)
 
-    def _close(self, loop: asyncio.AbstractEventLoop, pool: PortPool) -> None:
+    def _close(self, loop: asyncio.AbstractEventLoop, pool: PairReleaser) -> None:
         if self.closed:
             return
         self.closed = True
@@ -330,6 +349,13 @@ class MediaLeg:
             loop.remove_reader(self._rtp_socket.fileno())
             loop.remove_reader(self._rtcp_socket.fileno())
         pool.release_pair(self._sockets)
+
+
+class PairReleaser(Protocol):
+    """Where a closed session's socket pairs go: the port pool, or a media worker's own
+    bookkeeping (`recorder.media.worker`)."""
+
+    def release_pair(self, pair: RtpSocketPair) -> None: ...
 
 
 class MediaSession:
@@ -349,14 +375,39 @@ class MediaSession:
         clock_rate: int = 8000,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        self._loop = loop if loop is not None else asyncio.get_running_loop()
-        self._pool = pool
         sockets_a = pool.bind_pair(address_a)
         try:
             sockets_b = pool.bind_pair(address_b)
         except BaseException:
             pool.release_pair(sockets_a)
             raise
+        self._relay(pool, sockets_a, sockets_b, clock_rate, loop)
+
+    @classmethod
+    def from_pairs(
+        cls,
+        releaser: PairReleaser,
+        sockets_a: RtpSocketPair,
+        sockets_b: RtpSocketPair,
+        *,
+        clock_rate: int = 8000,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> MediaSession:
+        """A session on sockets bound elsewhere (a media worker gets them from the service)."""
+        session = cls.__new__(cls)
+        session._relay(releaser, sockets_a, sockets_b, clock_rate, loop)
+        return session
+
+    def _relay(
+        self,
+        releaser: PairReleaser,
+        sockets_a: RtpSocketPair,
+        sockets_b: RtpSocketPair,
+        clock_rate: int,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
+        self._pool = releaser
         self.leg_a = MediaLeg("a", sockets_a, clock_rate=clock_rate)
         self.leg_b = MediaLeg("b", sockets_b, clock_rate=clock_rate)
         self.leg_a._start(self._loop, self.leg_b)

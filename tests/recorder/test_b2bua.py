@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,10 @@ class FakeMedia:
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+    def finish(self, done: Callable[[dict[str, Any]], None]) -> None:
+        self.close()
+        done(self.stats())
 
 
 def side(name: str, allow: str, next_hop: Address, listen: Address) -> SipSide:

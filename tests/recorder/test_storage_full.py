@@ -204,6 +204,7 @@ class FakeVfs:
 @dataclass
 class FakeCall:
     id: str = "c1"
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 async def test_recorder_says_full_and_recovered_once_each(tmp_path: Path) -> None:

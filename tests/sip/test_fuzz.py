@@ -508,6 +508,10 @@ class FakeMedia:
     def stats(self) -> dict[str, Any]:
         return {}
 
+    def finish(self, done: Callable[[dict[str, Any]], None]) -> None:
+        self.close()
+        done(self.stats())
+
 
 def sip_side(name: str, allow: str, next_hop: Address, listen: Address) -> SipSide:
     return SipSide(name, listen, (ipaddress.ip_network(allow),), next_hop)

@@ -150,6 +150,7 @@ class Service:
             self.media.legs_of,
             lambda: datetime.now(UTC),
             space=self.storage,
+            fence_of=self.media.fence_of,
         )
         recorder.storage_full()  # a disk already full at start is said (storage.full) at once
 

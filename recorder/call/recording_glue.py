@@ -43,6 +43,8 @@ PLACEMENT_COUNTERS = (
     "drift_corrections",
 )
 
+# A call's recording fence, when its packets can be in flight from a media worker.
+FenceOf = Callable[[Call], Callable[[], asyncio.Future[None] | None] | None]
 LegsOf = Callable[[Call], tuple[TappableLeg, TappableLeg] | None]  # (leg A, leg B)
 RECHECK_SECONDS = 5.0  # while the disk is full, how often its free space is measured again
 
@@ -85,8 +87,10 @@ class Recorder:
         *,
         space: StorageSpace | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fence_of: FenceOf | None = None,
     ) -> None:
         self.client = client
+        self.fence_of = fence_of
         self.call_log = call_log
         self.storage_dir = storage_dir
         self.policy = policy
@@ -173,7 +177,13 @@ class Recorder:
             tz=tz,
         )
         recording = CallRecording(
-            self.client, call.id, external=external, agent=agent, directory=directory, stem=stem
+            self.client,
+            call.id,
+            external=external,
+            agent=agent,
+            directory=directory,
+            stem=stem,
+            fence=self.fence_of(call) if self.fence_of is not None else None,
         )
         # The row first, the file second (issue 20: a SIGKILL between the writer's claim and
         # the row left a file no row named): the taps hold the audio until the row is

@@ -136,3 +136,9 @@ class MediaPlane:
         if isinstance(media, WorkerSession):
             return media.leg_a, media.leg_b
         return None
+
+    @staticmethod
+    def fence_of(call: _Call) -> Callable[[], asyncio.Future[None] | None] | None:
+        """A recording's fence (`CallRecording`): only a worker's packets can be in flight."""
+        media = call.media
+        return media.flushed if isinstance(media, WorkerSession) else None

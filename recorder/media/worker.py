@@ -103,6 +103,11 @@ class MediaWorker:
         if name == "stop":
             self._stop()
             return
+        if name == "flush":
+            # What was tapped until now goes before the answer (the service's fence).
+            self._flush()
+            self.channel.send(control("flushed", message[1]))
+            return
         number, role = message[1], message[2] if len(message) > 2 else None
         session = self.sessions.get(number)
         if session is None:

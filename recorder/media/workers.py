@@ -92,6 +92,8 @@ class WorkerLeg:
         self.family = pair.rtp.family
         self.stats = StatsSnapshot()
         self._tap: PacketTap | None = None
+        self._tapping = False  # what the worker was last told
+        self._sync: asyncio.Handle | None = None
         self.filter: LegFilter | None = None
 
     @property
@@ -100,9 +102,19 @@ class WorkerLeg:
 
     @on_packet.setter
     def on_packet(self, tap: PacketTap | None) -> None:
-        if (tap is None) != (self._tap is None):
-            self.session._control("tap", self.side, tap is not None)
+        # The worker hears the state this leg ends the loop iteration in: a recording that
+        # swaps its taps (detach, attach) must not open a gap in which the worker, running
+        # on another core, stops tapping between the two.
         self._tap = tap
+        if self._sync is None:
+            self._sync = self.session.worker.owner.loop.call_soon(self._tell_worker)
+
+    def _tell_worker(self) -> None:
+        self._sync = None
+        wanted = self._tap is not None
+        if wanted != self._tapping:
+            self._tapping = wanted
+            self.session._control("tap", self.side, wanted)
 
     def deliver(self, data: bytes, arrival: float) -> None:
         tap = self._tap
@@ -195,6 +207,11 @@ class WorkerSession:
         self._finish = done
         self.close()
 
+    def flushed(self) -> asyncio.Future[None]:
+        """Resolves once every packet the worker took for this call until now has reached
+        the taps (a recording's `fence`)."""
+        return self.worker.fence()
+
     # --- ControllableMedia ---------------------------------------------------------------
 
     def send_rtp(self, role: str, data: bytes) -> bool:
@@ -274,7 +291,25 @@ class _Worker:
         self.alive = True
         self._batch = PacketBatch()
         self._flush_handle: asyncio.Handle | None = None
+        self._fences: dict[int, asyncio.Future[None]] = {}
+        self._fence_numbers = 0
         self.channel = Channel(ours, loop, self._on_message, self._on_gone)
+
+    def fence(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self.owner.loop.create_future()
+        if not self.alive:
+            future.set_result(None)
+            return future
+        self._fence_numbers += 1
+        self._fences[self._fence_numbers] = future
+        self.channel_send(control("flush", self._fence_numbers))
+        return future
+
+    def release_fences(self) -> None:
+        fences, self._fences = self._fences, {}
+        for future in fences.values():
+            if not future.done():
+                future.set_result(None)
 
     def channel_send(self, message: bytes, attach: list[Any] | None = None) -> None:
         self._flush()  # packets already batched go first: the order of the call's life holds
@@ -325,6 +360,10 @@ class _Worker:
             if session is not None:
                 self.owner._release(session)
                 session.ended(message[2])
+        elif name == "flushed":
+            future = self._fences.pop(message[1], None)
+            if future is not None and not future.done():
+                future.set_result(None)
         elif name == "stats":
             for number, stats in message[1].items():
                 session = self.sessions.get(number)
@@ -438,6 +477,7 @@ class MediaWorkers:
         else:
             worker.kill()  # EOF without an exit (a broken channel): make sure it is gone
             code = worker.process.wait()
+        worker.release_fences()
         sessions = list(worker.sessions.values())
         worker.sessions.clear()
         for session in sessions:

@@ -82,8 +82,13 @@ class CallRecording:
         stem: str,
         format: RecordingFormat = "pcm16",
         clock: Callable[[], float] = time.monotonic,
+        fence: Callable[[], asyncio.Future[None] | None] | None = None,
     ) -> None:
-        """`directory` and `stem` come from `naming.day_directory` and `naming.render_stem`."""
+        """`directory` and `stem` come from `naming.day_directory` and `naming.render_stem`.
+
+        `fence`: for legs relayed in a media worker, a future that resolves once every packet
+        the worker received until now has reached the taps; `stop` waits for it, so the
+        file ends where the call did rather than where the last batch of packets did."""
         self.call_id = call_id
         self._client = client
         self._legs = ((external, LEFT), (agent, RIGHT))
@@ -99,6 +104,8 @@ class CallRecording:
         self._opened: asyncio.Future[Path | None] | None = None
         self._stop_at: float | None = None
         self._stopped: asyncio.Future[RecordingResult] | None = None
+        self._fence = fence
+        self._fenced: asyncio.Future[RecordingResult] | None = None  # stop waiting for `fence`
 
     @property
     def started(self) -> bool:
@@ -190,14 +197,29 @@ class CallRecording:
                 self._stop_at = self._clock() if at is None else at
                 self._stopped = self._opened.get_loop().create_future()
             return self._stopped
-        self._detach()
-        return self._handle.close(self._clock() if at is None else at)
+        if self._fenced is not None:
+            return self._fenced
+        when = self._clock() if at is None else at
+        fence = self._fence() if self._fence is not None and not self._handle.closing else None
+        if fence is None or fence.done():
+            self._detach()
+            return self._handle.close(when)
+        handle = self._handle
+        fenced: asyncio.Future[RecordingResult] = fence.get_loop().create_future()
+        self._fenced = fenced
+
+        def close(_done: asyncio.Future[None]) -> None:
+            self._detach()
+            _chain(handle.close(when), fenced)
+
+        fence.add_done_callback(close)
+        return fenced
 
     @property
     def _closing(self) -> bool:
         if self._handle is None:
             return self._stopped is not None
-        return self._handle.closing
+        return self._handle.closing or self._fenced is not None
 
     def _attach(self) -> None:
         if self._handle is None:

@@ -189,6 +189,23 @@ class ServiceView(Protocol):
     def storage(self) -> StorageView | None: ...
     @property
     def call_log(self) -> CallLogView | None: ...
+    @property
+    def media(self) -> MediaPlaneView | None: ...
+
+
+class WorkersView(Protocol):
+    deaths: int
+    restarts: int
+    calls_lost: int
+
+    def calls_per_worker(self) -> list[int]: ...
+    @property
+    def live(self) -> Sequence[object]: ...
+
+
+class MediaPlaneView(Protocol):
+    @property
+    def workers(self) -> WorkersView | None: ...
 
 
 # --- ended calls' media ------------------------------------------------------------------------
@@ -435,6 +452,33 @@ class RecorderCollector(Collector):
             "recorder_media_port_pairs_capacity",
             "RTP/RTCP port pairs in the configured range.",
             pool.capacity,
+        )
+        yield from self._workers()
+
+    def _workers(self) -> Iterator[Metric]:
+        plane = self.service.media
+        workers = plane.workers if plane is not None else None
+        if workers is None:
+            return  # [media] workers = 0: the service's loop relays
+        yield _gauge("recorder_media_workers", "Media worker processes running.", len(workers.live))
+        calls = GaugeMetricFamily(
+            "recorder_media_worker_calls", "Calls each media worker relays.", labels=["worker"]
+        )
+        for slot, count in enumerate(workers.calls_per_worker()):
+            calls.add_metric([str(slot)], count)
+        yield calls
+        yield _counter(
+            "recorder_media_worker_deaths",
+            "Media workers that died (each of their calls was ended, its recording kept).",
+            workers.deaths,
+        )
+        yield _counter(
+            "recorder_media_worker_restarts", "Media workers started again.", workers.restarts
+        )
+        yield _counter(
+            "recorder_media_calls_lost",
+            "Calls ended because their media worker died.",
+            workers.calls_lost,
         )
 
     def _recordings(self) -> Iterator[Metric]:

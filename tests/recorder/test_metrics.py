@@ -127,6 +127,23 @@ class FakeService:
     purge_deleted: Counter[str] = field(default_factory=Counter)
     storage: FakeStorage | None = None
     call_log: FakeCallLog | None = None
+    media: FakePlane | None = None
+
+
+@dataclass
+class FakeWorkers:
+    deaths: int = 1
+    restarts: int = 1
+    calls_lost: int = 3
+    live: list[object] = field(default_factory=lambda: [object(), object()])
+
+    def calls_per_worker(self) -> list[int]:
+        return [4, 5]
+
+
+@dataclass
+class FakePlane:
+    workers: FakeWorkers | None = field(default_factory=FakeWorkers)
 
 
 def scrape(service: FakeService, lag: LoopLagMonitor | None = None) -> CollectorRegistry:
@@ -528,3 +545,15 @@ async def test_a_failing_collection_answers_500_and_the_server_lives_on() -> Non
         assert b"process_" not in body
     finally:
         await server.aclose()
+
+
+def test_media_worker_metrics_issue_18() -> None:
+    registry = scrape(FakeService(media=FakePlane()))
+    assert registry.get_sample_value("recorder_media_workers") == 2
+    assert registry.get_sample_value("recorder_media_worker_calls", {"worker": "1"}) == 5
+    assert registry.get_sample_value("recorder_media_worker_deaths_total") == 1
+    assert registry.get_sample_value("recorder_media_worker_restarts_total") == 1
+    assert registry.get_sample_value("recorder_media_calls_lost_total") == 3
+    # workers = 0: the service's loop relays, and no worker metric is made up
+    plain = scrape(FakeService(media=FakePlane(workers=None)))
+    assert plain.get_sample_value("recorder_media_workers") is None

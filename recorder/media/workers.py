@@ -460,6 +460,7 @@ class MediaWorkers:
             control("open", number, self.address, pair_a.rtp_port, pair_b.rtp_port),
             [pair_a.rtp, pair_a.rtcp, pair_b.rtp, pair_b.rtcp],  # closed here once sent
         )
+        log.debug("media.call_placed", call_id=call_id, worker=worker.slot, pid=worker.pid)
         return session
 
     def _release(self, session: WorkerSession) -> None:

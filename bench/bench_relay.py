@@ -27,6 +27,7 @@ import sys
 import time
 from array import array
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -206,14 +207,69 @@ async def _measure_lag(samples: list[float], period: float = 0.010) -> None:
         samples.append(max(0.0, time.perf_counter() - before - period))
 
 
+def _process_cpu_seconds(pid: int) -> float:
+    """utime + stime of another process (a media worker), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _RecordingTap:
+    """What a recording costs the service per packet: `RecordingHandle.tap`'s pack and
+    append, the buffer handed off (here: dropped) every 150 ms."""
+
+    def __init__(self) -> None:
+        from recorder.recording.timeline import RECORD
+
+        self.buffer = bytearray()
+        self.packets = 0
+        self._pack = RECORD.pack
+
+    def tap(self, channel: int) -> Callable[[bytes, float], None]:
+        pack = self._pack
+
+        def on_packet(data: bytes, arrival: float) -> None:
+            self.buffer += pack(channel, arrival, len(data))
+            self.buffer += data
+            self.packets += 1
+
+        # As `RecordingHandle.tap`: a media worker's packed records go in whole.
+        on_packet.record_channel = channel  # type: ignore[attr-defined]
+        on_packet.append_records = self._append  # type: ignore[attr-defined]
+        return on_packet
+
+    def _append(self, records: memoryview, count: int) -> None:
+        self.buffer += records
+        self.packets += count
+
+    async def drain(self) -> None:
+        while True:
+            await asyncio.sleep(0.15)
+            self.buffer.clear()
+
+
 async def run_relay(
-    calls: int, seconds: float, first_port: int, srtp: bool = False
+    calls: int,
+    seconds: float,
+    first_port: int,
+    srtp: bool = False,
+    workers: int = 0,
+    record: bool = False,
 ) -> dict[str, Any]:
     from recorder.media.ports import PortPool
     from recorder.media.relay import MediaSession
+    from recorder.media.workers import MediaWorkers
 
     pool = PortPool(first_port, first_port + 4 * calls + 3)
-    sessions = [MediaSession(pool, HOST, HOST) for _ in range(calls)]
+    plane: MediaWorkers | None = None
+    sessions: list[Any]
+    if workers:
+        plane = MediaWorkers(workers, pool, HOST, on_lost=lambda call: None)
+        await plane.start()
+        sessions = [plane.open(f"call-{n}") for n in range(calls)]
+    else:
+        sessions = [MediaSession(pool, HOST, HOST) for _ in range(calls)]
+    recording = _RecordingTap() if record else None
+    drain = asyncio.create_task(recording.drain()) if recording is not None else None
     generator = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -228,8 +284,17 @@ async def run_relay(
     await generator.stdin.drain()
     party_ports = json.loads(await generator.stdout.readline())["ports"]
     for index, session in enumerate(sessions):
-        session.leg_a.set_remote((HOST, party_ports[2 * index]))
-        session.leg_b.set_remote((HOST, party_ports[2 * index + 1]))
+        if plane is not None:
+            session.set_remote("a", (HOST, party_ports[2 * index]), None)
+            session.set_remote("b", (HOST, party_ports[2 * index + 1]), None)
+        else:
+            session.leg_a.set_remote((HOST, party_ports[2 * index]))
+            session.leg_b.set_remote((HOST, party_ports[2 * index + 1]))
+        if recording is not None:
+            session.leg_a.on_packet = recording.tap(0)
+            session.leg_b.on_packet = recording.tap(1)
+        if srtp and plane is not None:
+            raise SystemExit("--srtp with --workers: not measured by this benchmark")
         if srtp:
             # Each leg decrypts with its party's key and encrypts with ours towards it.
             for leg, side in ((session.leg_a, "a"), (session.leg_b, "b")):
@@ -239,14 +304,21 @@ async def run_relay(
 
     lag_samples: list[float] = []
     lag_task = asyncio.create_task(_measure_lag(lag_samples))
+    worker_pids = [w.pid for w in plane.live] if plane is not None else []
     cpu_start = _cpu_seconds()
+    workers_start = [_process_cpu_seconds(pid) for pid in worker_pids]
     preemptions_start = _preemptions()
     wall_start = time.monotonic()
     generator.stdin.write(b"go\n")
     await generator.stdin.drain()
     line = await generator.stdout.readline()
     wall = time.monotonic() - wall_start
-    cpu = _cpu_seconds() - cpu_start
+    service_cpu = _cpu_seconds() - cpu_start
+    workers_cpu = [
+        _process_cpu_seconds(pid) - start
+        for pid, start in zip(worker_pids, workers_start, strict=True)
+    ]
+    cpu = service_cpu + sum(workers_cpu)
     preemptions = _preemptions() - preemptions_start
     lag_task.cancel()
     await generator.wait()
@@ -255,20 +327,30 @@ async def run_relay(
     result: dict[str, Any] = json.loads(line)
 
     totals: dict[str, int] = {}
-    for session in sessions:
-        for leg in (session.leg_a, session.leg_b):
-            stats = leg.stats
-            for name in (
-                "rtp_packets",
-                "rtp_forwarded",
-                "dropped_send",
-                "dropped_wrong_source",
-                "dropped_srtp_auth",
-            ):
-                totals[name] = totals.get(name, 0) + getattr(stats, name)
-            totals["rtp_lost"] = totals.get("rtp_lost", 0) + stats.lost
-    for session in sessions:
-        session.close()
+    names = ("rtp_packets", "rtp_forwarded", "dropped_send", "dropped_wrong_source")
+    names += ("dropped_srtp_auth", "rtp_lost")
+    if plane is not None:
+        finals: list[asyncio.Future[dict[str, Any]]] = []
+        for session in sessions:
+            final: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            session.finish(final.set_result)
+            finals.append(final)
+        for counters in await asyncio.gather(*finals):
+            for leg_counters in counters.values():
+                for name in names:
+                    totals[name] = totals.get(name, 0) + leg_counters.get(name, 0)
+        await plane.aclose()
+    else:
+        for session in sessions:
+            for leg in (session.leg_a, session.leg_b):
+                leg_counters = leg.stats.as_dict()
+                for name in names:
+                    value = leg_counters[name]
+                    assert isinstance(value, int)
+                    totals[name] = totals.get(name, 0) + value
+            session.close()
+    if drain is not None:
+        drain.cancel()
     assert pool.free_count == pool.capacity
 
     sent = result["sent_a_to_b"] + result["sent_b_to_a"]
@@ -285,6 +367,11 @@ async def run_relay(
         srtp=srtp,
         relay_seq_lost=totals["rtp_lost"],
         relay_cpu_s=cpu,
+        workers=workers,
+        record=record,
+        service_cpu_cores=service_cpu / wall,
+        worker_cpu_cores=[round(w / wall, 3) for w in workers_cpu],
+        recorded_packets=recording.packets if recording is not None else 0,
         relay_preemptions=preemptions,
         load_average=os.getloadavg()[0],
         relay_cpu_cores=cpu / wall,
@@ -313,13 +400,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--first-port", type=int, default=20000, help="relay port range start")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--srtp", action="store_true", help="SDES-SRTP on both legs")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="media worker processes (0: relay in this loop)"
+    )
+    parser.add_argument("--record", action="store_true", help="tap both legs as a recording does")
     parser.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.generator:
         run_generator()
         return
     with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-        result = runner.run(run_relay(args.calls, args.seconds, args.first_port, args.srtp))
+        result = runner.run(
+            run_relay(
+                args.calls, args.seconds, args.first_port, args.srtp, args.workers, args.record
+            )
+        )
     result["loop"] = args.loop
     if args.json:
         print(json.dumps(result))
@@ -330,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"loss {result['loss_percent']:.3f}%\n"
         f"  relay: received {result['relay_received']}  forwarded {result['relay_forwarded']}  "
         f"send drops {result['relay_dropped_send']}  seq-gap losses {result['relay_seq_lost']}\n"
+        f"  workers {args.workers} record {args.record}: service "
+        f"{result['service_cpu_cores']:.2f} core, workers {result['worker_cpu_cores']}, "
+        f"recorded {result['recorded_packets']} packets\n"
         f"  relay CPU {result['relay_cpu_s']:.2f} s ({result['relay_cpu_cores']:.2f} core, "
         f"{result['relay_us_per_packet']:.1f} us/packet)  "
         f"generator CPU {result['generator_cpu_s']:.2f} s\n"

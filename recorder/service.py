@@ -116,8 +116,9 @@ class Service:
 
         def handler_for(name: str) -> Callable[[SipEndpoint, TransactionEvent], None]:
             def on_event(_endpoint: SipEndpoint, event: TransactionEvent) -> None:
-                assert self.b2bua is not None
-                self.b2bua.handle_event(runtimes[name], event, loop.time())
+                assert self.b2bua is not None and self.media is not None
+                with self.media.handling():
+                    self.b2bua.handle_event(runtimes[name], event, loop.time())
                 self._rearm()
                 self._report_status()
 
@@ -316,7 +317,11 @@ class Service:
         self._timer = None
         now = max(self._loop.time(), self._timer_when or 0.0)
         self._timer_when = None
-        self.b2bua.handle_timer(now)
+        if self.media is not None:
+            with self.media.handling():
+                self.b2bua.handle_timer(now)
+        else:
+            self.b2bua.handle_timer(now)
         self._rearm()
 
     def _report_status(self) -> None:

@@ -6,7 +6,9 @@ interface for either (`RelayAnchor` or `WorkerSession`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from recorder.call.sdp_anchor import CryptoRewrite
@@ -106,6 +108,20 @@ class MediaPlane:
         self.workers: MediaWorkers | None = None
         if workers > 0:
             self.workers = MediaWorkers(workers, pool, address, on_lost=on_lost, loop=loop)
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """Around the handling of one SIP event or timer: a tap it attaches takes the packets
+        a media worker received from the moment the event came in, as the in-process relay,
+        which reads them only after the event's callback, would give them."""
+        if self.workers is None:
+            yield
+            return
+        self.workers.event_time = time.monotonic()
+        try:
+            yield
+        finally:
+            self.workers.event_time = None
 
     async def start(self) -> None:
         if self.workers is not None:

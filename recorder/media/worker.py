@@ -23,6 +23,7 @@ import asyncio
 import signal
 import socket
 import sys
+from collections import deque
 from typing import Any, Final
 
 from recorder.media.ports import RtpSocketPair
@@ -35,6 +36,8 @@ from recorder.media.worker_wire import (
     INJECT,
     PACKETS,
     PASS,
+    RECORDS,
+    RECORDS_COUNT,
     ROLES,
     TAP,
     VERSION,
@@ -45,9 +48,40 @@ from recorder.media.worker_wire import (
     records,
 )
 from recorder.ops.logs import configure_logging, get_logger
+from recorder.recording.timeline import RECORD
 
 FLUSH_INTERVAL: Final = 0.02  # a tapped packet reaches the service within this
+# A recorded leg's packets wait longer: the recording writer batches every 150 ms anyway,
+# and a fuller chunk costs the service less (a recording's stop fences, so nothing is lost).
+RECORDS_INTERVAL: Final = 0.1
+RECORDS_CHUNK: Final = 16 * 1024  # a leg's chunk leaves at once past this (a burst, a flood)
 STATS_INTERVAL: Final = 1.0
+BACKLOG_PACKETS: Final = 25  # an untapped leg's last half second (G.711, 20 ms)
+
+
+class _Backlog:
+    """An untapped leg's last packets. The service attaches a tap (a recording starting) at
+    some moment; the worker, on another core, hears of it a little later, and the packets
+    it took in between belong to the tap: the in-process relay would have given them."""
+
+    __slots__ = ("packets",)
+
+    def __init__(self) -> None:
+        self.packets: deque[tuple[bytes, float]] = deque(maxlen=BACKLOG_PACKETS)
+
+    def __call__(self, data: bytes, arrival: float) -> None:
+        self.packets.append((data, arrival))
+
+
+class _Records:
+    """A recorded leg's packets since the last flush, in the writer's batch format."""
+
+    __slots__ = ("buffer", "count")
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.count = 0
+
 
 log = get_logger("recorder.media.worker")
 
@@ -77,6 +111,8 @@ class MediaWorker:
         self._releaser = _Releaser()
         self._batch = PacketBatch()
         self._flush_at: asyncio.Handle | None = None
+        self._records: dict[tuple[int, int], _Records] = {}
+        self._records_at: asyncio.TimerHandle | None = None
         self.channel = Channel(sock, loop, self._on_message, self._on_service_gone)
         self.channel.send(control("hello", VERSION))
         self._stats_timer = loop.call_later(STATS_INTERVAL, self._send_stats)
@@ -98,7 +134,10 @@ class MediaWorker:
             _, number, host, port_a, port_b = message
             a = _pair(host, port_a, fds[0], fds[1])
             b = _pair(host, port_b, fds[2], fds[3])
-            self.sessions[number] = MediaSession.from_pairs(self._releaser, a, b, loop=self.loop)
+            opened = MediaSession.from_pairs(self._releaser, a, b, loop=self.loop)
+            self.sessions[number] = opened
+            for each in (opened.leg_a, opened.leg_b):
+                each.on_packet = _Backlog()
             return
         if name == "stop":
             self._stop()
@@ -116,6 +155,8 @@ class MediaWorker:
             self._flush()  # its last tapped packets go before its counters
             session.close()
             del self.sessions[number]
+            self._records.pop((number, 0), None)
+            self._records.pop((number, 1), None)
             self.channel.send(control("closed", number, session.stats()))
             return
         leg = session.leg_a if role == "a" else session.leg_b
@@ -126,7 +167,22 @@ class MediaWorker:
         elif name == "forward":
             leg.forward_enabled = bool(message[3])
         elif name == "tap":
-            leg.on_packet = self._tap(number, leg) if message[3] else None
+            # None: off; -1: each packet to the service; a channel: a recording's RECORDS.
+            # `since`: when the service attached the tap; what this leg took since then,
+            # before this message came, is in its backlog.
+            mode, since = message[3], message[4]
+            self._flush()  # what the old tap took goes first
+            self._records.pop((number, ROLES.index(leg.side)), None)
+            previous = leg.on_packet
+            if mode is None:
+                leg.on_packet = _Backlog()
+                return
+            tap = self._tap(number, leg) if mode < 0 else self._record(number, leg, mode)
+            leg.on_packet = tap
+            if isinstance(previous, _Backlog):
+                for data, arrival in previous.packets:
+                    if arrival >= since:
+                        tap(data, arrival)
         elif name == "filter":
             selector = message[3]
             leg.forward_filter = None if selector is None else self._filter(number, leg, selector)
@@ -174,6 +230,24 @@ class MediaWorker:
 
         return on_packet
 
+    def _record(self, number: int, leg: MediaLeg, channel: int) -> Any:
+        records = _Records()
+        self._records[(number, ROLES.index(leg.side))] = records
+        buffer = records.buffer
+        pack = RECORD.pack
+
+        def on_packet(data: bytes, arrival: float) -> None:
+            nonlocal buffer
+            buffer += pack(channel, arrival, len(data))
+            buffer += data
+            records.count += 1
+            if self._records_at is None:
+                self._records_at = self.loop.call_later(RECORDS_INTERVAL, self._flush)
+            elif len(buffer) > RECORDS_CHUNK:
+                self._flush()
+
+        return on_packet
+
     def _filter(self, number: int, leg: MediaLeg, selector: int) -> Any:
         """Hold the packets the service judges: those of payload type `selector`, or every
         packet when `selector` is -1; the rest pass at once."""
@@ -192,7 +266,18 @@ class MediaWorker:
         return keep
 
     def _flush(self) -> None:
-        self._flush_at = None
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        if self._records_at is not None:
+            self._records_at.cancel()
+            self._records_at = None
+        add = self._batch.add
+        for (number, index), pending in self._records.items():
+            if pending.count:
+                add(number, index, RECORDS, 0.0, RECORDS_COUNT.pack(pending.count) + pending.buffer)
+                pending.buffer.clear()
+                pending.count = 0
         for message in self._batch.take():
             self.channel.send(message)
 
@@ -207,6 +292,9 @@ class MediaWorker:
         if self._flush_at is not None:
             self._flush_at.cancel()
             self._flush_at = None
+        if self._records_at is not None:
+            self._records_at.cancel()
+            self._records_at = None
         for session in self.sessions.values():
             session.close()
         self.sessions.clear()

@@ -12,11 +12,16 @@ whole and in order, so there is no length framing; the first byte says what foll
   kind, arrival on CLOCK_MONOTONIC, which the two processes share, payload length) and
   the payload.
 
-Packet kinds, worker -> service: `TAP` (a packet of a leg the service listens to: the
-consent listener, a recording), `HELD` (a packet the leg's filter holds for the service's
-verdict: agent DTMF codes). Service -> worker: `INJECT` (a packet for the leg's party:
-the notice, ringback), `PASS` (a held packet the verdict lets through), `DROP` (the
-verdict on a held packet that stays dropped; empty payload).
+Packet kinds, worker -> service:
+- `TAP`: a packet of a leg the service listens to (the consent listener);
+- `RECORDS`: a recorded leg's packets since the last flush, after a u32 count, already in
+  the recording writer's batch format (`recorder.recording.timeline.RECORD`): the service
+  appends them to the recording whole, with no Python step per packet;
+- `HELD`: a packet the leg's filter holds for the service's verdict (agent DTMF codes).
+Service -> worker:
+- `INJECT`: a packet for the leg's party (the notice, ringback);
+- `PASS`: a held packet the verdict lets through;
+- `DROP`: the verdict on a held packet that stays dropped (empty payload).
 
 `VERSION` is in the worker's hello: a service and a worker of different versions refuse
 each other rather than misread records.
@@ -43,11 +48,14 @@ HELD: Final = 1
 INJECT: Final = 2
 PASS: Final = 3
 DROP: Final = 4
+RECORDS: Final = 5
+
+RECORDS_COUNT: Final = struct.Struct("=I")
 
 ROLES: Final = ("a", "b")
 ROLE_INDEX: Final = {"a": 0, "b": 1}
 
-RECORD_HEAD: Final = struct.Struct("=IBBdH")  # session, leg (0 = a), kind, arrival, length
+RECORD_HEAD: Final = struct.Struct("=IBBdI")  # session, leg (0 = a), kind, arrival, length
 MAX_MESSAGE: Final = 60_000  # a batch stays under this (the socket buffer bounds a message)
 SOCKET_BUFFER: Final = 4 << 20
 _MAX_FDS: Final = 8

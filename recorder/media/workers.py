@@ -45,6 +45,8 @@ from recorder.media.worker_wire import (
     INJECT,
     PACKETS,
     PASS,
+    RECORDS,
+    RECORDS_COUNT,
     TAP,
     VERSION,
     Channel,
@@ -55,6 +57,7 @@ from recorder.media.worker_wire import (
     socket_pair,
 )
 from recorder.ops.logs import get_logger
+from recorder.recording.timeline import RECORD
 
 Address = tuple[str, int]
 LegFilter = Callable[[bytes, float], bool]
@@ -92,7 +95,8 @@ class WorkerLeg:
         self.family = pair.rtp.family
         self.stats = StatsSnapshot()
         self._tap: PacketTap | None = None
-        self._tapping = False  # what the worker was last told
+        self._tapping: int | None = None  # the tap mode the worker was last told
+        self._since = 0.0  # when the current tap was attached (CLOCK_MONOTONIC)
         self._sync: asyncio.Handle | None = None
         self.filter: LegFilter | None = None
 
@@ -105,16 +109,44 @@ class WorkerLeg:
         # The worker hears the state this leg ends the loop iteration in: a recording that
         # swaps its taps (detach, attach) must not open a gap in which the worker, running
         # on another core, stops tapping between the two.
+        # A tap attached now gets the packets the worker takes from now on (its backlog
+        # covers the time the message takes), as the in-process relay would give them.
+        if self._tap is None and tap is not None:
+            owner = self.session.worker.owner
+            self._since = owner.event_time if owner.event_time is not None else time.monotonic()
         self._tap = tap
         if self._sync is None:
             self._sync = self.session.worker.owner.loop.call_soon(self._tell_worker)
 
     def _tell_worker(self) -> None:
         self._sync = None
-        wanted = self._tap is not None
+        tap = self._tap
+        # A recording's tap (`RecordingHandle.tap`) takes the worker's RECORDS whole; any
+        # other tap (the consent listener, taps chained on one leg) is called per packet.
+        wanted = None if tap is None else getattr(tap, "record_channel", -1)
         if wanted != self._tapping:
             self._tapping = wanted
-            self.session._control("tap", self.side, wanted)
+            self.session._control("tap", self.side, wanted, self._since)
+
+    def deliver_records(self, chunk: bytes) -> None:
+        """A recorded leg's packets in the writer's batch format, after their count."""
+        tap = self._tap
+        if tap is None:
+            return
+        (count,) = RECORDS_COUNT.unpack_from(chunk)
+        channel = getattr(tap, "record_channel", None)
+        append = getattr(tap, "append_records", None)
+        if append is not None and chunk[RECORDS_COUNT.size] == channel:
+            append(memoryview(chunk)[RECORDS_COUNT.size :], count)
+            return
+        # The tap changed since the worker packed these (rare): one packet at a time.
+        view = memoryview(chunk)
+        offset = RECORDS_COUNT.size
+        for _ in range(count):
+            _channel, arrival, length = RECORD.unpack_from(view, offset)
+            offset += RECORD.size
+            self.deliver(bytes(view[offset : offset + length]), arrival)
+            offset += length
 
     def deliver(self, data: bytes, arrival: float) -> None:
         tap = self._tap
@@ -339,7 +371,9 @@ class _Worker:
                 if session is None:
                     continue
                 leg = session.leg_a if leg_index == 0 else session.leg_b
-                if record_kind == TAP:
+                if record_kind == RECORDS:
+                    leg.deliver_records(payload)
+                elif record_kind == TAP:
                     leg.deliver(payload, arrival)
                 elif record_kind == HELD:
                     session.held(leg, payload, arrival)
@@ -405,6 +439,8 @@ class MediaWorkers:
         self._deaths: list[deque[float]] = [deque() for _ in range(count)]
         self._numbers = 0
         self.closing = False
+        # When the SIP event or timer being handled came in (`MediaPlane.handling`).
+        self.event_time: float | None = None
         # For the metrics.
         self.deaths = 0
         self.restarts = 0

@@ -522,7 +522,14 @@ class RecordingHandle:
             buffer += data
             self.count += 1
 
+        # A media worker packs the records itself (`recorder.media.workers`): they go in whole.
+        on_packet.record_channel = channel  # type: ignore[attr-defined]
+        on_packet.append_records = self._append_records  # type: ignore[attr-defined]
         return on_packet
+
+    def _append_records(self, records: memoryview, count: int) -> None:
+        self.buffer += records
+        self.count += count
 
     def add(self, channel: int, data: bytes, arrival: float) -> None:
         """Same as calling `tap(channel)`; for tests and tools."""

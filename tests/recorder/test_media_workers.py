@@ -28,6 +28,7 @@ from recorder.media.worker_wire import (
     records,
 )
 from recorder.media.workers import MediaWorkers, WorkerSession
+from recorder.recording.timeline import RECORD
 from tests.recorder.test_relay import HOST, Party, rtp
 
 TIMEOUT = 10.0
@@ -212,3 +213,32 @@ async def test_no_worker_left_refuses_new_calls(rig: Rig) -> None:
     assert rig.workers.workers == [None, None]
     with pytest.raises(RuntimeError, match="no media worker"):
         rig.workers.open("call-1")
+
+
+async def test_a_recording_tap_takes_the_workers_packed_records_whole(rig: Rig) -> None:
+    session, a, _b = rig.call("call-1")
+    chunks: list[tuple[bytes, int]] = []
+    one_by_one: list[bytes] = []
+
+    def tap(data: bytes, _arrival: float) -> None:
+        one_by_one.append(data)
+
+    tap.record_channel = 1  # type: ignore[attr-defined]  # as RecordingHandle.tap(1)
+    tap.append_records = lambda records, count: chunks.append((bytes(records), count))  # type: ignore[attr-defined]
+    session.set_tap("a", tap)
+    await asyncio.sleep(0)
+    for seq in range(1, 13):
+        a.send_rtp(rtp(seq), session.local_port("a"))
+    while sum(count for _, count in chunks) < 12:
+        await asyncio.wait_for(session.flushed(), TIMEOUT)
+    assert one_by_one == []  # no Python call per packet on the service's side
+    packed = b"".join(chunk for chunk, _ in chunks)
+    got = []
+    offset = 0
+    while offset < len(packed):
+        channel, _arrival, length = RECORD.unpack_from(packed, offset)
+        offset += RECORD.size
+        got.append((channel, packed[offset : offset + length]))
+        offset += length
+    assert got == [(1, rtp(seq)) for seq in range(1, 13)]
+    await finished(session)

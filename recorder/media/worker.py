@@ -1,6 +1,6 @@
 """A media worker process (issue 18): relays the RTP of the calls the service gives it.
 
-    python -m recorder.media.worker FD
+    python -m recorder.media.worker FD [LOG_FORMAT LOG_LEVEL]
 
 FD is the worker's end of the service's SOCK_SEQPACKET pair (`recorder.media.worker_wire`).
 The worker runs the same relay as the single-process service (`recorder.media.relay`, on
@@ -310,12 +310,12 @@ async def _run(fd: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not argv[1].isdigit():
-        print("usage: python -m recorder.media.worker FD", file=sys.stderr)
+    if len(argv) not in (2, 4) or not argv[1].isdigit():
+        print("usage: python -m recorder.media.worker FD [LOG_FORMAT LOG_LEVEL]", file=sys.stderr)
         return 2
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    configure_logging()
+    configure_logging(*argv[2:4])
     try:
         import uvloop
     except ImportError:

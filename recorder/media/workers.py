@@ -56,6 +56,7 @@ from recorder.media.worker_wire import (
     records,
     socket_pair,
 )
+from recorder.ops import logs
 from recorder.ops.logs import get_logger
 from recorder.recording.timeline import RECORD
 
@@ -310,7 +311,13 @@ class _Worker:
         ours, theirs = socket_pair()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "recorder.media.worker", str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-m",
+                    "recorder.media.worker",
+                    str(theirs.fileno()),
+                    *logs.settings,
+                ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )

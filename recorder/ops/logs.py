@@ -45,8 +45,15 @@ def _mask_processor(
     return event_dict
 
 
+# What `configure_logging` was last given: the service's child processes (media workers) log
+# the same way.
+settings: tuple[str, str] = ("auto", "info")
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     """`log_format`: 'json', 'console' or 'auto' (console on a TTY, JSON otherwise)."""
+    global settings
+    settings = (log_format, level)
     use_json = log_format == "json" or (log_format == "auto" and not sys.stdout.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()

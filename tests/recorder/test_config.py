@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import ssl
 from pathlib import Path
 
@@ -306,3 +307,21 @@ def test_a_node_name_is_one_safe_path_component(tmp_path: Path, name: str) -> No
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, bad))
     assert caught.value.problems[0].startswith(f"{tmp_path / 'policy.toml'}:2: service.node: ")
+
+
+def test_media_workers_default_to_one_per_core_issue_18(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).media.workers == max(1, os.cpu_count() or 1)
+    for value, workers in (("0", 0), ("3", 3), ('"auto"', max(1, os.cpu_count() or 1))):
+        text = GOOD.replace('ports = "20001-29999"', f'ports = "20001-29999"\nworkers = {value}')
+        assert load_config(write(tmp_path, text)).media.workers == workers
+
+
+@pytest.mark.parametrize("value", ["-1", "65", "true", '"many"', "1.5"])
+def test_bad_media_workers_name_file_line_and_key(tmp_path: Path, value: str) -> None:
+    text = GOOD.replace('ports = "20001-29999"', f'ports = "20001-29999"\nworkers = {value}')
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    [problem] = caught.value.problems
+    assert ': media.workers: must be "auto" or a whole number from 0 to 64' in problem
+    line = int(problem.split(": ")[0].rsplit(":", 1)[1])
+    assert text.splitlines()[line - 1].startswith("workers =")

@@ -10,8 +10,9 @@ port, never touches the catalog or a file, and knows a call only by a session nu
 It sends the service only what the service listens to: the packets of a tapped leg (the
 consent listener, a recording), the telephone-events an agent-code filter holds for a
 verdict, each call's counters when it closes and, every `STATS_INTERVAL`, those of its
-calls in progress (for the metrics). Tapped packets leave in batches every
-`FLUSH_INTERVAL`, or sooner when a batch fills.
+calls in progress (for the metrics; sent even with no call, as a heartbeat). Tapped packets
+leave in batches every `FLUSH_INTERVAL` (a recording's every `RECORDS_INTERVAL`), or sooner
+when a batch fills.
 
 It ignores SIGINT, SIGTERM and SIGHUP: the service drains its calls on those and says when
 to stop; a worker whose service is gone (EOF on the pair) closes its calls and exits.
@@ -282,10 +283,9 @@ class MediaWorker:
             self.channel.send(message)
 
     def _send_stats(self) -> None:
-        self._stats_timer = self.loop.call_later(STATS_INTERVAL, self._send_stats)
-        if self.sessions:
-            snapshot = {number: s.stats() for number, s in self.sessions.items()}
-            self.channel.send(control("stats", snapshot))
+        # Sent with no call too: it is the service's proof that this worker's loop turns.
+        snapshot = {number: s.stats() for number, s in self.sessions.items()}
+        self.channel.send(control("stats", snapshot))
 
     def _stop(self) -> None:
         self._stats_timer.cancel()

@@ -17,7 +17,8 @@ recordings), in batches.
 A worker that dies (crash, OOM kill, kill -9): each of its calls is handed to `on_lost`
 (the service ends it with a BYE to both parties and keeps its recording as `interrupted`),
 its ports go back to the pool, the death is logged (`media.worker_died`) and counted, and a
-new worker takes its place; other workers' calls are not touched. After `restart_limit`
+new worker takes its place; a worker silent for `SILENCE_LIMIT` (its loop stuck) is killed
+first (`media.worker_stuck`); other workers' calls are not touched. After `restart_limit`
 deaths in `restart_window` seconds a worker slot is left empty (`media.worker_given_up`);
 with no worker left, new calls are refused (the factory raises RuntimeError -> 503).
 """
@@ -66,6 +67,8 @@ LegFilter = Callable[[bytes, float], bool]
 log = get_logger("recorder.media.workers")
 
 START_TIMEOUT: Final = 20.0
+WATCH_INTERVAL: Final = 2.0
+SILENCE_LIMIT: Final = 10.0  # a worker silent this long (its heartbeat is 1 s) is stuck
 STOP_TIMEOUT: Final = 5.0
 _HOLD_HOSTS: Final = frozenset({"0.0.0.0", "::"})
 
@@ -327,6 +330,7 @@ class _Worker:
         self.sessions: dict[int, WorkerSession] = {}
         self.ready: asyncio.Future[None] = loop.create_future()
         self.gone: asyncio.Future[None] = loop.create_future()  # its channel reached EOF
+        self.heard = time.monotonic()  # its last message (a heartbeat comes every second)
         self.alive = True
         self._batch = PacketBatch()
         self._flush_handle: asyncio.Handle | None = None
@@ -368,6 +372,7 @@ class _Worker:
                 self.channel.send(message)
 
     def _on_message(self, data: bytes, _fds: list[int]) -> None:
+        self.heard = time.monotonic()
         for fd in _fds:  # the worker never sends descriptors; never leak one if it did
             os.close(fd)
         kind = data[0]
@@ -432,6 +437,7 @@ class MediaWorkers:
         loop: asyncio.AbstractEventLoop | None = None,
         restart_limit: int = 5,
         restart_window: float = 60.0,
+        silence_limit: float = SILENCE_LIMIT,
     ) -> None:
         if count < 1:
             raise ValueError(f"media workers must be at least 1, got {count}")
@@ -442,9 +448,13 @@ class MediaWorkers:
         self.on_lost = on_lost
         self.restart_limit = restart_limit
         self.restart_window = restart_window
+        self.silence_limit = silence_limit
+        self._watch_interval = min(WATCH_INTERVAL, silence_limit / 2)
         self.workers: list[_Worker | None] = [None] * count
         self._deaths: list[deque[float]] = [deque() for _ in range(count)]
         self._numbers = 0
+        self._watch: asyncio.TimerHandle | None = None
+        self._checked = time.monotonic()
         self.closing = False
         # When the SIP event or timer being handled came in (`MediaPlane.handling`).
         self.event_time: float | None = None
@@ -457,6 +467,8 @@ class MediaWorkers:
         for slot in range(self.count):
             self.workers[slot] = _Worker(self, slot)
         await self._wait_ready([w for w in self.workers if w is not None])
+        self._checked = time.monotonic()
+        self._watch = self.loop.call_later(self._watch_interval, self._check_stuck)
         log.info(
             "media.workers_started",
             workers=self.count,
@@ -505,6 +517,21 @@ class MediaWorkers:
         )
         log.debug("media.call_placed", call_id=call_id, worker=worker.slot, pid=worker.pid)
         return session
+
+    def _check_stuck(self) -> None:
+        """A worker whose loop stopped turning (a hang, a livelock) relays nothing while it
+        holds calls: it is killed, and handled as any dead worker."""
+        self._watch = self.loop.call_later(self._watch_interval, self._check_stuck)
+        now = time.monotonic()
+        late = now - self._checked > 2 * self._watch_interval
+        self._checked = now
+        if late:
+            return  # this loop stalled itself: the heartbeats may be waiting unread
+        for worker in self.live:
+            if worker.ready.done() and now - worker.heard > self.silence_limit:
+                log.error("media.worker_stuck", slot=worker.slot, pid=worker.pid,
+                          silent_s=round(now - worker.heard, 1))  # fmt: skip
+                worker.kill()  # its EOF comes next: `_died`
 
     def _release(self, session: WorkerSession) -> None:
         for port in session.ports:
@@ -564,6 +591,8 @@ class MediaWorkers:
         """Stop every worker once it has answered what it was sent (its last calls' counters
         come back before its EOF)."""
         self.closing = True
+        if self._watch is not None:
+            self._watch.cancel()
         workers = [w for w in self.workers if w is not None and w.alive]
         for worker in workers:
             worker.channel_send(control("stop"))

@@ -242,3 +242,21 @@ async def test_a_recording_tap_takes_the_workers_packed_records_whole(rig: Rig) 
         offset += length
     assert got == [(1, rtp(seq)) for seq in range(1, 13)]
     await finished(session)
+
+
+async def test_a_stuck_worker_is_killed_and_its_calls_ended() -> None:
+    pool = PortPool(12600, 12799)
+    lost: list[str] = []
+    workers = MediaWorkers(2, pool, HOST, on_lost=lost.append, silence_limit=1.0)
+    await workers.start()
+    try:
+        one = workers.open("call-1")
+        two = workers.open("call-2")
+        stuck = one.worker
+        os.kill(stuck.pid, signal.SIGSTOP)  # its loop stops turning: no heartbeat
+        await asyncio.wait_for(stuck.gone, TIMEOUT)
+        assert lost == ["call-1"] and stuck.process.returncode == -signal.SIGKILL
+        assert not two.lost and workers.deaths == 1
+    finally:
+        await workers.aclose()
+    assert pool.allocated_count == 0

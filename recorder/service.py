@@ -16,10 +16,10 @@ from recorder.call.call_log import CallLog
 from recorder.call.catalog_journal import JournalError
 from recorder.call.controller import CallController
 from recorder.call.limits import Admission
+from recorder.call.media_plane import MediaPlane
 from recorder.call.recording_glue import Recorder
 from recorder.config import Config, ConfigError, SipSide, load_config
 from recorder.console.server import ConsoleServer
-from recorder.media.plane import MediaPlane
 from recorder.media.ports import PortPool
 from recorder.ops.control import ControlServer, service_socket_path
 from recorder.ops.logs import get_logger

@@ -16,6 +16,11 @@ RTP_HEADER = struct.Struct("!BBHII")
 
 RtpHeaderFields = tuple[int, bool, int, int, int]
 
+# A recorded packet, as the recording writer takes them in batches (and a media worker packs
+# them): channel (0 = the external party, 1 = the agent side), monotonic arrival, length;
+# then the packet.
+RECORD = struct.Struct("=BdH")
+
 
 def parse_header(data: bytes) -> RtpHeaderFields:
     """Return (payload_type, marker, sequence, timestamp, ssrc) of an RTP packet.

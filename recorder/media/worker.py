@@ -27,8 +27,11 @@ import sys
 from collections import deque
 from typing import Any, Final
 
+import structlog
+
 from recorder.media.ports import RtpSocketPair
 from recorder.media.relay import MediaLeg, MediaSession
+from recorder.media.rtp import RECORD
 from recorder.media.srtp import NO_KEY, inbound_session, outbound_session
 from recorder.media.worker_wire import (
     CONTROL,
@@ -48,8 +51,6 @@ from recorder.media.worker_wire import (
     read_control,
     records,
 )
-from recorder.ops.logs import configure_logging, get_logger
-from recorder.recording.timeline import RECORD
 
 FLUSH_INTERVAL: Final = 0.02  # a tapped packet reaches the service within this
 # A recorded leg's packets wait longer: the recording writer batches every 150 ms anyway,
@@ -84,7 +85,7 @@ class _Records:
         self.count = 0
 
 
-log = get_logger("recorder.media.worker")
+log = structlog.get_logger("recorder.media.worker")
 
 
 class _Releaser:
@@ -315,6 +316,10 @@ def main(argv: list[str]) -> int:
         return 2
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
+    # The process entry point is the one place here that reaches outside recorder.media: the
+    # worker logs as the service does.
+    from recorder.ops.logs import configure_logging
+
     configure_logging(*argv[2:4])
     try:
         import uvloop

@@ -35,8 +35,11 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+import structlog
+
 from recorder.media.ports import PortPool, RtpSocketPair
 from recorder.media.relay import PacketTap, check_remote
+from recorder.media.rtp import RECORD
 from recorder.media.sdes import LegKeys, SdesNegotiator
 from recorder.media.stats import StatsValue
 from recorder.media.worker_wire import (
@@ -57,14 +60,11 @@ from recorder.media.worker_wire import (
     records,
     socket_pair,
 )
-from recorder.ops import logs
-from recorder.ops.logs import get_logger
-from recorder.recording.timeline import RECORD
 
 Address = tuple[str, int]
 LegFilter = Callable[[bytes, float], bool]
 
-log = get_logger("recorder.media.workers")
+log = structlog.get_logger("recorder.media.workers")
 
 START_TIMEOUT: Final = 20.0
 WATCH_INTERVAL: Final = 2.0
@@ -319,7 +319,7 @@ class _Worker:
                     "-m",
                     "recorder.media.worker",
                     str(theirs.fileno()),
-                    *logs.settings,
+                    *owner.log_settings,
                 ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -438,7 +438,9 @@ class MediaWorkers:
         restart_limit: int = 5,
         restart_window: float = 60.0,
         silence_limit: float = SILENCE_LIMIT,
+        log_settings: tuple[str, str] = ("auto", "info"),
     ) -> None:
+        """`log_settings`: the service's log format and level, for the workers' own lines."""
         if count < 1:
             raise ValueError(f"media workers must be at least 1, got {count}")
         self.loop = loop if loop is not None else asyncio.get_running_loop()
@@ -449,6 +451,7 @@ class MediaWorkers:
         self.restart_limit = restart_limit
         self.restart_window = restart_window
         self.silence_limit = silence_limit
+        self.log_settings = log_settings
         self._watch_interval = min(WATCH_INTERVAL, silence_limit / 2)
         self.workers: list[_Worker | None] = [None] * count
         self._deaths: list[deque[float]] = [deque() for _ in range(count)]

@@ -36,7 +36,6 @@ same clock as the relay's arrival times.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 from typing import Final
 
@@ -44,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consent.g711 import ALAW_DECODE, ULAW_DECODE
+from recorder.media.rtp import RECORD as _RECORD
 from recorder.media.rtp import RTP_HEADER, payload_bounds
 
 StereoBlock = npt.NDArray[np.int16]
@@ -51,7 +51,7 @@ StereoBlock = npt.NDArray[np.int16]
 Payload = bytes | bytearray
 
 # One packet in a batch: channel, monotonic arrival, length; then the packet.
-RECORD: Final = struct.Struct("=BdH")
+RECORD: Final = _RECORD
 
 PT_PCMU: Final = 0
 PT_PCMA: Final = 8

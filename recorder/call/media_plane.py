@@ -16,6 +16,7 @@ from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
 from recorder.media.sdes import SdesNegotiator
 from recorder.media.workers import MediaWorkers, WorkerSession
+from recorder.ops import logs
 from recorder.ops.logs import get_logger
 from recorder.recording.tap import TappableLeg
 
@@ -107,7 +108,9 @@ class MediaPlane:
         self._srtp_mixed = srtp_mixed
         self.workers: MediaWorkers | None = None
         if workers > 0:
-            self.workers = MediaWorkers(workers, pool, address, on_lost=on_lost, loop=loop)
+            self.workers = MediaWorkers(
+                workers, pool, address, on_lost=on_lost, loop=loop, log_settings=logs.settings
+            )
 
     @contextlib.contextmanager
     def handling(self) -> Iterator[None]:

@@ -22,6 +22,7 @@ from recorder.config import Config, ConfigError, SipSide, load_config
 from recorder.console.server import ConsoleServer
 from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
+from recorder.media.rtpengine import NgClient, ReplayLeg, RtpengineAnchor, RtpengineMedia
 from recorder.media.sdes import SdesNegotiator
 from recorder.ops.control import ControlServer, service_socket_path
 from recorder.ops.logs import get_logger
@@ -137,6 +138,7 @@ class Service:
         self.access: AccessServer | None = None
         self.console: ConsoleServer | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        self.rtpengine: RtpengineMedia | None = None  # [media] engine = "rtpengine"
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -162,11 +164,19 @@ class Service:
         runtimes: dict[str, SipSideRuntime] = {}
 
         def handler_for(name: str) -> Callable[[SipEndpoint, TransactionEvent], None]:
-            def on_event(_endpoint: SipEndpoint, event: TransactionEvent) -> None:
+            def deliver(event: TransactionEvent) -> None:
                 assert self.b2bua is not None
                 self.b2bua.handle_event(runtimes[name], event, loop.time())
                 self._rearm()
                 self._report_status()
+
+            def on_event(_endpoint: SipEndpoint, event: TransactionEvent) -> None:
+                rtpe = self.rtpengine
+                if rtpe is not None and rtpe.wants(event, runtimes[name].config, self.b2bua):
+                    # rtpengine is asked for the call's ports first (the factory is synchronous).
+                    rtpe.prepare(name, event, lambda: deliver(event))
+                    return
+                deliver(event)
 
             return on_event
 
@@ -185,10 +195,25 @@ class Service:
             negotiator = session.srtp_negotiator(sides, allow_mixed=config.media.srtp_mixed)
             return RelayAnchor(session, negotiator)
 
-        def media_of(call: Call) -> ControllableMedia | None:
-            return call.media if isinstance(call.media, RelayAnchor) else None
+        factory: Callable[[str, str], RelayAnchor | RtpengineAnchor] = media_factory
+        if config.media.engine == "rtpengine":
+            client = NgClient(config.media.rtpengine)
+            await client.start()
+            self.rtpengine = RtpengineMedia(
+                client,
+                media_address=config.media.address,
+                spool=config.media.rtpengine_spool,
+                relay_factory=media_factory,
+                loop=loop,
+            )
+            factory = self.rtpengine.factory
 
-        def legs_of(call: Call) -> tuple[MediaLeg, MediaLeg] | None:
+        def media_of(call: Call) -> ControllableMedia | None:
+            return call.media if isinstance(call.media, RelayAnchor | RtpengineAnchor) else None
+
+        def legs_of(call: Call) -> tuple[MediaLeg, MediaLeg] | tuple[ReplayLeg, ReplayLeg] | None:
+            if isinstance(call.media, RtpengineAnchor):
+                return call.media.legs
             if not isinstance(call.media, RelayAnchor):
                 return None
             return call.media.session.leg_a, call.media.session.leg_b
@@ -210,14 +235,18 @@ class Service:
             media_of=media_of,
             on_change=self._rearm,
             call_log=call_log,
-            recording_factory=recorder.start,
+            recording_factory=(
+                recorder.start
+                if self.rtpengine is None
+                else self.rtpengine.wrap_recording(recorder.start)
+            ),
             storage_full=recorder.storage_full,
             when_full=config.storage.when_full,
         )
         self.b2bua = B2bua(
             runtimes["external"],
             runtimes["internal"],
-            media_factory,
+            factory,
             media_address=config.media.address,
             ring_timeout=config.service.ring_timeout,
             user_agent=config.service.user_agent,
@@ -247,6 +276,7 @@ class Service:
             external=_listening(config.external),
             internal=_listening(config.internal),
             media_ports=f"{config.media.port_first}-{config.media.port_last}",
+            media_engine=config.media.engine,
         )
 
     async def _check_voice(self) -> None:
@@ -434,6 +464,8 @@ class Service:
             endpoint.close()
         for endpoint in self.endpoints.values():
             await endpoint.wait_closed()
+        if self.rtpengine is not None:
+            await self.rtpengine.aclose()  # its last recordings go to the writer first
         if self.writer is not None:
             await self.writer.aclose()
         if self.call_log is not None:

@@ -26,12 +26,11 @@ from typing import Any
 from recorder.call.b2bua import Call
 from recorder.call.call_log import CallLog
 from recorder.call.controller import CallState
-from recorder.media.relay import MediaLeg
 from recorder.ops.logs import get_logger
 from recorder.policy import Policy
 from recorder.recording.naming import SUFFIX, day_directory, render_stem
 from recorder.recording.space import SpaceChange, StorageSpace
-from recorder.recording.tap import CallRecording
+from recorder.recording.tap import CallRecording, TappableLeg
 from recorder.recording.writer import RecordingResult, RecordingWriterClient
 
 log = get_logger("recorder.recording")
@@ -44,7 +43,7 @@ PLACEMENT_COUNTERS = (
     "drift_corrections",
 )
 
-LegsOf = Callable[[Call], tuple[MediaLeg, MediaLeg] | None]  # (leg A, leg B)
+LegsOf = Callable[[Call], tuple[TappableLeg, TappableLeg] | None]  # (leg A, leg B)
 RECHECK_SECONDS = 5.0  # while the disk is full, how often its free space is measured again
 
 

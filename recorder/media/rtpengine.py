@@ -1,0 +1,712 @@
+"""rtpengine as the media plane (`[media] engine = "rtpengine"`, issue 19).
+
+rtpengine forwards the call's RTP (in the kernel where its module is loaded), while the
+recorder keeps signalling, policy, the notice and consent, and the recording's naming and
+catalog. How a call goes:
+
+1. **Before the B2BUA sees a new INVITE** with SDP, `RtpengineMedia.prepare` asks rtpengine
+   (ng `offer` with the caller's SDP, tag `a`; then `answer`, tag `b`, with an SDP naming
+   our own relay's socket, the *notice leg*). Both replies give rtpengine's ports: `port_a`
+   faces the caller, `port_b` the PBX. Only then is the INVITE handed to the B2BUA, whose
+   media factory is synchronous: it gets an anchor whose ports are known, so every SDP
+   rewrite stays as it is (`media.address` must be the address rtpengine advertises).
+2. **Notice and consent are untouched**: until the PBX answers, rtpengine forwards the
+   caller's media to the notice leg (an ordinary relay session of ours) and ours to the
+   caller. The controller plays the notice, listens for DTMF/voice, plays ringback, exactly
+   as with the in-process relay.
+3. **Bridging**: the PBX's SDP (183 or 200) becomes a new ng `answer` for tag `b`; rtpengine
+   keeps its ports (`port latching`) and now forwards caller <-> PBX. Our relay is out of
+   the media path.
+4. **Recording** (consenting calls only): ng `start recording` at bridging; rtpengine
+   (`--recording-method=pcap`) writes one pcap per call. When the call ends (ng `delete`
+   closes the pcap) the packets are read back, told apart by rtpengine's receiving port
+   (`port_a`: the caller; `port_b`: the PBX, less what our notice leg sent), and replayed
+   with their capture times into the very taps the relay would have fed
+   (`recording.tap.CallRecording`), so the WAV, its name, the catalog row, the pauses and
+   the writer's placement are the ones of a relayed call. The pcap is then deleted.
+
+A refusing caller: no `start recording`, so rtpengine writes nothing for the call.
+
+What rtpengine mode does not do (yet): SDES-SRTP (such calls, late-offer INVITEs and calls
+rtpengine cannot take are relayed in-process as before, logged `rtpengine.fallback`), the
+agents' DTMF codes (their media no longer passes through us; the control socket's pause,
+resume and stop work), and the notice to the callee (C2): such a call is not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import struct
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from recorder.call.sdp_anchor import CryptoRewrite, anchor_sdp, is_sdp
+from recorder.media.ng import (
+    BencodeError,
+    NgError,
+    NgReply,
+    decode_reply,
+    encode_request,
+    new_cookie,
+)
+from recorder.ops.logs import get_logger
+from sip.errors import RemoteProtocolError
+from sip.transaction import RequestReceived, TransactionEvent
+
+Address = tuple[str, int]
+PacketTap = Callable[[bytes, float], None]
+log = get_logger("recorder.rtpengine")
+
+TAG_A = "a"  # rtpengine's monologue facing the caller
+TAG_B = "b"  # the one facing the PBX (our notice leg until the PBX answers)
+# Every offer/answer: rtpengine keeps its local ports when a party's address changes (the
+# caller was told port_a once, when we answered it), plain RTP/AVP, no ICE, our origin.
+_FLAGS = ["port latching"]
+_COMMON: dict[str, Any] = {
+    "replace": ["origin", "session-connection"],
+    "ICE": "remove",
+    "transport-protocol": "RTP/AVP",
+}
+REPLAY_CHUNK = 4000  # packets fed to the writer's taps between two of its batches
+REPLAY_PAUSE = 0.2  # seconds between chunks: longer than the writer's batch interval
+
+
+class NgTimeout(NgError):
+    """rtpengine did not answer in time."""
+
+
+# ---------------------------------------------------------------------------- ng client
+
+
+class NgClient:
+    """ng over UDP: one socket, replies matched by cookie, requests resent on silence."""
+
+    def __init__(self, address: Address, *, timeout: float = 1.0, attempts: int = 3) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.attempts = attempts
+        self._transport: asyncio.DatagramTransport | None = None
+        self._waiting: dict[str, asyncio.Future[NgReply]] = {}
+        self.bad_replies = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self
+
+        class _Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                client._received(data)
+
+            def error_received(self, exc: Exception) -> None:
+                # ICMP port unreachable (rtpengine not running): the retries decide.
+                log.debug("rtpengine.ng_socket_error", error=str(exc))
+
+        transport, _ = await loop.create_datagram_endpoint(_Protocol, remote_addr=self.address)
+        self._transport = transport
+
+    def _received(self, data: bytes) -> None:
+        try:
+            reply = decode_reply(data)
+        except BencodeError as exc:
+            self.bad_replies += 1
+            log.warning("rtpengine.bad_reply", error=str(exc))
+            return
+        future = self._waiting.pop(reply.cookie, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def request(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Send `command`, return rtpengine's reply body; NgError / NgTimeout otherwise."""
+        if self._transport is None:
+            raise NgError("the ng client is not started")
+        cookie = new_cookie()
+        datagram = encode_request(cookie, command)
+        future: asyncio.Future[NgReply] = asyncio.get_running_loop().create_future()
+        self._waiting[cookie] = future
+        try:
+            for _ in range(self.attempts):
+                # The same cookie each time: rtpengine answers a repeat from its cache.
+                self._transport.sendto(datagram)
+                done, _pending = await asyncio.wait({future}, timeout=self.timeout)
+                if done:
+                    return future.result().checked()
+        finally:
+            self._waiting.pop(cookie, None)
+        raise NgTimeout(f"no answer from rtpengine at {self.address[0]}:{self.address[1]}")
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for future in self._waiting.values():
+            if not future.done():
+                future.cancel()
+        self._waiting.clear()
+
+
+# ---------------------------------------------------------------------------- pcap (sans-IO)
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedPacket:
+    time: float  # capture time, seconds since the epoch (rtpengine's clock)
+    source: Address
+    destination: Address
+    payload: bytes  # the UDP payload: the RTP packet
+
+
+_PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+# Link types: Ethernet, then the raw-IP ones (DLT_RAW is 12 or 14 by platform, 101 on disk).
+_LINK_HEADER = {1: 14, 12: 0, 14: 0, 101: 0, 228: 0, 229: 0}
+
+
+def read_pcap(data: bytes) -> list[CapturedPacket]:
+    """The UDP packets of a classic pcap file (what rtpengine's pcap recording writes).
+
+    Non-UDP records and fragments are skipped; a truncated last record (a file still being
+    written) ends the list. ValueError if `data` is not a pcap of a link type we read.
+    """
+    if len(data) < 24 or data[:4] not in _PCAP_MAGIC:
+        raise ValueError("not a pcap file")
+    endian, unit = _PCAP_MAGIC[data[:4]]
+    linktype = struct.unpack_from(endian + "I", data, 20)[0] & 0x0FFFFFFF
+    if linktype not in _LINK_HEADER:
+        raise ValueError(f"pcap link type {linktype} is not read")
+    skip = _LINK_HEADER[linktype]
+    record = struct.Struct(endian + "IIII")
+    packets: list[CapturedPacket] = []
+    pos = 24
+    while pos + record.size <= len(data):
+        seconds, fraction, caplen, _length = record.unpack_from(data, pos)
+        pos += record.size
+        if pos + caplen > len(data):
+            break
+        frame = data[pos + skip : pos + caplen]
+        pos += caplen
+        parsed = _udp(frame)
+        if parsed is not None:
+            source, destination, payload = parsed
+            packets.append(CapturedPacket(seconds + fraction * unit, source, destination, payload))
+    return packets
+
+
+def _udp(frame: bytes) -> tuple[Address, Address, bytes] | None:
+    if not frame:
+        return None
+    version = frame[0] >> 4
+    if version == 4:
+        if len(frame) < 20:
+            return None
+        ihl = (frame[0] & 0x0F) * 4
+        flags_fragment = struct.unpack_from("!H", frame, 6)[0]
+        if frame[9] != 17 or flags_fragment & 0x3FFF or len(frame) < ihl + 8:
+            return None
+        source_ip = ".".join(str(b) for b in frame[12:16])
+        destination_ip = ".".join(str(b) for b in frame[16:20])
+        udp = ihl
+    elif version == 6:
+        if len(frame) < 48 or frame[6] != 17:
+            return None
+        source_ip = str(ipaddress.IPv6Address(frame[8:24]))
+        destination_ip = str(ipaddress.IPv6Address(frame[24:40]))
+        udp = 40
+    else:
+        return None
+    source_port, destination_port, length = struct.unpack_from("!HHH", frame, udp)
+    end = udp + length if length >= 8 else len(frame)
+    payload = frame[udp + 8 : min(end, len(frame))]
+    return (source_ip, source_port), (destination_ip, destination_port), payload
+
+
+def split_parties(
+    packets: Iterable[CapturedPacket],
+    *,
+    port_a: int,
+    port_b: int,
+    not_from: Iterable[Address] = (),
+) -> list[tuple[str, bytes, float]]:
+    """(role, RTP packet, capture time) in capture order: what rtpengine received on `port_a`
+    came from the caller (role "a"), on `port_b` from the callee ("b"); RTCP (other ports)
+    and anything sent by an address in `not_from` (our own notice leg) are left out."""
+    excluded = set(not_from)
+    out: list[tuple[str, bytes, float]] = []
+    for packet in packets:
+        if packet.source in excluded or len(packet.payload) < 12:
+            continue
+        port = packet.destination[1]
+        if port == port_a:
+            out.append(("a", packet.payload, packet.time))
+        elif port == port_b:
+            out.append(("b", packet.payload, packet.time))
+    out.sort(key=lambda item: item[2])
+    return out
+
+
+# ---------------------------------------------------------------------------- anchors
+
+
+class NoticeMedia(Protocol):
+    """The in-process relay anchor used as the notice leg (service.RelayAnchor)."""
+
+    def local_port(self, role: str) -> int: ...
+    def set_remote(self, role: str, rtp: Address | None, rtcp: Address | None) -> None: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+    def send_rtp(self, role: str, data: bytes) -> bool: ...
+    def set_forwarding(self, role: str, enabled: bool) -> None: ...
+    def set_tap(self, role: str, tap: PacketTap | None) -> None: ...
+    def set_filter(self, role: str, keep: Callable[[bytes, float], bool] | None) -> None: ...
+
+
+class ReplayLeg:
+    """A `TappableLeg` for `CallRecording`: its tap is fed from rtpengine's pcap."""
+
+    __slots__ = ("on_packet",)
+
+    def __init__(self) -> None:
+        self.on_packet: PacketTap | None = None
+
+
+@dataclass(slots=True)
+class PreparedCall:
+    """rtpengine's side of one call, set up before the B2BUA sees the INVITE."""
+
+    ng_call_id: str
+    offer: bytes  # the caller's SDP as received (synthesised SDPs start from it)
+    notice: NoticeMedia
+    address: str  # what rtpengine advertises
+    port_a: int
+    port_b: int
+    remote_a: Address | None
+    notice_address: Address
+    taken: bool = False  # by the B2BUA's media factory
+
+
+class RtpengineAnchor:
+    """The B2BUA's `MediaAnchor` and the controller's `ControllableMedia` for a call whose
+    media rtpengine forwards; the notice and consent use our notice leg (role "a" only)."""
+
+    def __init__(self, owner: RtpengineMedia, prepared: PreparedCall, call_id: str) -> None:
+        self.owner = owner
+        self.prepared = prepared
+        self.call_id = call_id
+        self.remote_a = prepared.remote_a
+        self.remote_b: Address | None = None
+        self.legs = (ReplayLeg(), ReplayLeg())
+        self.closed = False
+        self.recording = False
+        # Resolves once rtpengine has deleted the call (its pcap, if any, is then complete).
+        self.deleted: asyncio.Future[dict[str, Any] | None] = owner.loop.create_future()
+        self._updates: asyncio.Task[None] | None = None
+
+    @property
+    def ng_call_id(self) -> str:
+        return self.prepared.ng_call_id
+
+    # --- MediaAnchor
+    def local_port(self, role: str) -> int:
+        return self.prepared.port_a if role == "a" else self.prepared.port_b
+
+    def set_remote(self, role: str, rtp: Address | None, rtcp: Address | None) -> None:
+        if self.closed or rtp is None:
+            return
+        if role == "a":
+            if rtp == self.remote_a:
+                return
+            self.remote_a = rtp
+            self._update(offer=True)
+        else:
+            if rtp == self.remote_b:
+                return
+            self.remote_b = rtp
+            self._update(offer=False)
+
+    def crypto(self, from_role: str, to_role: str | None) -> CryptoRewrite | None:
+        return None  # SRTP calls are relayed in-process (see `RtpengineMedia.prepare`)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.prepared.notice.close()
+        self.owner.spawn(self._delete(), f"delete {self.ng_call_id}")
+
+    def stats(self) -> dict[str, Any]:
+        notice = self.prepared.notice.stats().get("a", {})
+        return {
+            "notice": dict(notice),
+            "rtpengine": {
+                "call": self.ng_call_id,
+                "port_a": self.prepared.port_a,
+                "port_b": self.prepared.port_b,
+            },
+        }
+
+    # --- ControllableMedia: the notice leg faces rtpengine's port_b, i.e. the caller
+    def send_rtp(self, role: str, data: bytes) -> bool:
+        return role == "a" and not self.closed and self.prepared.notice.send_rtp("a", data)
+
+    def set_forwarding(self, role: str, enabled: bool) -> None:
+        if role == "a":
+            self.prepared.notice.set_forwarding("a", enabled)
+
+    def set_tap(self, role: str, tap: PacketTap | None) -> None:
+        if role == "a":
+            self.prepared.notice.set_tap("a", tap)
+
+    def set_filter(self, role: str, keep: Callable[[bytes, float], bool] | None) -> None:
+        # The agents' media goes through rtpengine, not us: their DTMF codes are not seen.
+        return
+
+    # --- rtpengine
+    def _sdp_for(self, remote: Address) -> bytes:
+        body, _ = anchor_sdp(self.prepared.offer, remote[0], remote[1])
+        return body
+
+    def _update(self, *, offer: bool) -> None:
+        previous = self._updates
+
+        async def run() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            await self._negotiate(offer=offer)
+
+        self._updates = self.owner.spawn(run(), f"update {self.ng_call_id}")
+
+    async def _negotiate(self, *, offer: bool) -> None:
+        client = self.owner.client
+        base = {"call-id": self.ng_call_id, "from-tag": TAG_A, "flags": _FLAGS, **_COMMON}
+        if offer and self.remote_a is not None:
+            await client.request({**base, "command": "offer", "sdp": self._sdp_for(self.remote_a)})
+        remote_b = self.remote_b or self.prepared.notice_address
+        reply = await client.request(
+            {**base, "command": "answer", "to-tag": TAG_B, "sdp": self._sdp_for(remote_b)}
+        )
+        port = _audio_port(reply.get("sdp"))
+        if port is not None and port != self.prepared.port_a:
+            log.error(
+                "rtpengine.port_changed", call_id=self.call_id, was=self.prepared.port_a, now=port
+            )
+
+    def start_recording(self) -> None:
+        if self.recording or self.closed:
+            return
+        self.recording = True
+
+        async def run() -> None:
+            if self._updates is not None:
+                with contextlib.suppress(Exception):
+                    await self._updates
+            await self.owner.client.request(
+                {"command": "start recording", "call-id": self.ng_call_id}
+            )
+
+        self.owner.spawn(run(), f"start recording {self.ng_call_id}")
+
+    async def _delete(self) -> None:
+        reply: dict[str, Any] | None = None
+        try:
+            if self._updates is not None:
+                with contextlib.suppress(Exception):
+                    await self._updates
+            reply = await self.owner.client.request(
+                {"command": "delete", "call-id": self.ng_call_id}
+            )
+        finally:
+            if not self.deleted.done():
+                self.deleted.set_result(reply)
+
+
+def _audio_port(sdp: Any) -> int | None:
+    if not isinstance(sdp, bytes):
+        return None
+    try:
+        _, endpoint = anchor_sdp(sdp, "0.0.0.0", 0)
+    except RemoteProtocolError:
+        return None
+    return endpoint.rtp[1] if endpoint.rtp is not None else None
+
+
+def _audio_address(sdp: Any) -> Address | None:
+    if not isinstance(sdp, bytes):
+        return None
+    try:
+        _, endpoint = anchor_sdp(sdp, "0.0.0.0", 0)
+    except RemoteProtocolError:
+        return None
+    return endpoint.rtp
+
+
+# ---------------------------------------------------------------------------- the service's part
+
+RelayFactory = Callable[[str, str], Any]  # the in-process anchor factory (service.RelayAnchor)
+
+
+class RtpengineMedia:
+    """One per service: the ng client, the INVITEs being prepared, the pcap conversions."""
+
+    def __init__(
+        self,
+        client: NgClient,
+        *,
+        media_address: str,
+        spool: Path,
+        relay_factory: RelayFactory,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.client = client
+        self.media_address = media_address
+        self.spool = spool
+        self.relay_factory = relay_factory
+        self.loop = loop
+        self._current: PreparedCall | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.counters = {"calls": 0, "fallbacks": 0, "recordings": 0, "ng_errors": 0}
+
+    def spawn(self, coro: Awaitable[Any], what: str) -> asyncio.Task[Any]:
+        async def guarded() -> Any:
+            try:
+                return await coro
+            except NgError as exc:
+                self.counters["ng_errors"] += 1
+                log.error("rtpengine.ng_failed", what=what.split(" ")[0], error=str(exc))
+            except Exception as exc:
+                log.exception("rtpengine.task_failed", what=what.split(" ")[0], error=str(exc))
+            return None
+
+        task = self.loop.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- new INVITEs
+    def wants(self, event: TransactionEvent, side: Any, b2bua: Any) -> bool:
+        """A new INVITE with an SDP offer from an allowed source while calls are taken: rtpengine
+        is asked before the B2BUA sees it (anything the B2BUA refuses costs rtpengine nothing)."""
+        if not isinstance(event, RequestReceived) or event.key is None:
+            return False
+        request = event.request
+        if request.method != "INVITE" or request.to.tag:
+            return False
+        if not is_sdp(request.headers.get("Content-Type"), request.body):
+            return False
+        return bool(side.allows(event.source[0])) and b2bua is not None and b2bua.accepting
+
+    def prepare(self, side: str, event: TransactionEvent, deliver: Callable[[], None]) -> None:
+        """Ask rtpengine for the call, then `deliver` the INVITE to the B2BUA (whose media
+        factory then takes the prepared call); on any failure the call is relayed as before."""
+        assert isinstance(event, RequestReceived)
+        offer = event.request.body
+
+        async def run() -> None:
+            prepared: PreparedCall | None = None
+            try:
+                prepared = await self._prepare(side, offer)
+            except (NgError, RuntimeError, ValueError, OSError) as exc:
+                self.counters["fallbacks"] += 1
+                log.error("rtpengine.fallback", side=side, reason=str(exc) or type(exc).__name__)
+            self._current = prepared
+            try:
+                deliver()
+            finally:
+                self._current = None
+                if prepared is not None and not prepared.taken:
+                    # Refused by the B2BUA (403, 503...): rtpengine's call goes too.
+                    prepared.notice.close()
+                    self.spawn(
+                        self.client.request({"command": "delete", "call-id": prepared.ng_call_id}),
+                        f"delete {prepared.ng_call_id}",
+                    )
+
+        self.spawn(run(), "prepare")
+
+    async def _prepare(self, side: str, offer: bytes) -> PreparedCall | None:
+        try:
+            _, caller = anchor_sdp(offer, "0.0.0.0", 0)
+            if b"RTP/SAVP" in offer:
+                raise ValueError("SRTP offer")
+        except RemoteProtocolError:
+            return None  # the B2BUA answers 488 itself
+        notice = self.relay_factory("rtpengine-notice", side)
+        try:
+            ng_call_id = new_cookie()
+            notice_address = (self.media_address, notice.local_port("a"))
+            base = {"call-id": ng_call_id, "from-tag": TAG_A, "flags": _FLAGS, **_COMMON}
+            offered = await self.client.request({**base, "command": "offer", "sdp": offer})
+            placeholder, _ = anchor_sdp(offer, *notice_address)
+            answered = await self.client.request(
+                {**base, "command": "answer", "to-tag": TAG_B, "sdp": placeholder}
+            )
+            side_b = _audio_address(offered.get("sdp"))
+            side_a = _audio_address(answered.get("sdp"))
+            if side_a is None or side_b is None:
+                raise ValueError("rtpengine's SDP has no audio port")
+            if side_a[0] != self.media_address or side_b[0] != self.media_address:
+                raise ValueError(
+                    f"rtpengine advertises {side_a[0]}, not media.address {self.media_address}"
+                )
+        except BaseException:
+            notice.close()
+            raise
+        # Our notice leg sends to, and latches on, rtpengine's port facing the callee.
+        notice.set_remote("a", side_b, (side_b[0], side_b[1] + 1))
+        return PreparedCall(
+            ng_call_id=ng_call_id,
+            offer=offer,
+            notice=notice,
+            address=side_a[0],
+            port_a=side_a[1],
+            port_b=side_b[1],
+            remote_a=caller.rtp,
+            notice_address=notice_address,
+        )
+
+    def factory(self, call_id: str, caller_side: str) -> Any:
+        """The B2BUA's media factory: the prepared call, else the in-process relay."""
+        prepared = self._current
+        if prepared is None or prepared.taken:
+            return self.relay_factory(call_id, caller_side)
+        prepared.taken = True
+        self.counters["calls"] += 1
+        log.info(
+            "rtpengine.call",
+            call_id=call_id,
+            ng_call_id=prepared.ng_call_id,
+            port_a=prepared.port_a,
+            port_b=prepared.port_b,
+        )
+        return RtpengineAnchor(self, prepared, call_id)
+
+    # --- recording
+    def wrap_recording(self, start: Callable[[Any, Any, float], Any]) -> Callable[..., Any]:
+        """The controller's recording factory: rtpengine's calls are recorded from its pcap."""
+
+        def recording_factory(call: Any, state: Any, now: float) -> Any:
+            anchor = call.media
+            if not isinstance(anchor, RtpengineAnchor):
+                return start(call, state, now)
+            if getattr(state, "consent_role", "a") != "a":
+                # C2 with rtpengine: the callee's notice cannot be played into its media.
+                log.error("recording.unsupported", call_id=call.id, reason="callee notice")
+                return None
+            active = start(call, state, now)
+            if active is None:
+                return None
+            anchor.start_recording()
+            self.counters["recordings"] += 1
+            return PcapRecording(self, anchor, active)
+
+        return recording_factory
+
+    def pcaps_of(self, ng_call_id: str) -> list[Path]:
+        return sorted((self.spool / "pcaps").glob(f"{ng_call_id}-*.pcap"))
+
+    def remove_spool_files(self, ng_call_id: str) -> None:
+        for path in [*self.pcaps_of(ng_call_id), *self.spool.glob(f"metadata/{ng_call_id}-*")]:
+            try:
+                path.unlink()
+            except OSError as exc:
+                log.error("rtpengine.spool_unremovable", path=str(path), error=exc.strerror)
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Let deletes and pcap conversions finish (the writer is closed after this)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        self.client.close()
+
+
+@dataclass(slots=True)
+class PcapRecording:
+    """The controller's handle on a recording rtpengine captures: pause/resume are noted
+    with their time and applied when the pcap is replayed; stop waits for rtpengine's
+    `delete`, then replays and finalizes through the ordinary recording path."""
+
+    owner: RtpengineMedia
+    anchor: RtpengineAnchor
+    active: Any  # recording_glue.ActiveRecording
+    marks: list[tuple[float, str]] = field(default_factory=list)
+    stopped: bool = False
+
+    def pause(self) -> None:
+        self.marks.append((time.monotonic(), "pause"))
+
+    def resume(self) -> None:
+        self.marks.append((time.monotonic(), "resume"))
+
+    def stop(self, now: float, *, discard: bool = False) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        end = time.monotonic()
+        self.owner.spawn(self._finish(end, discard), f"convert {self.anchor.ng_call_id}")
+
+    async def _finish(self, end: float, discard: bool) -> None:
+        anchor, owner = self.anchor, self.owner
+        if not anchor.closed:
+            anchor.close()
+        await asyncio.shield(anchor.deleted)
+        paths = owner.pcaps_of(anchor.ng_call_id)
+        loop = owner.loop
+        packets: list[CapturedPacket] = []
+        for path in paths:
+            data = await loop.run_in_executor(None, path.read_bytes)
+            packets.extend(await loop.run_in_executor(None, read_pcap, data))
+        prepared = anchor.prepared
+        parts = split_parties(
+            packets,
+            port_a=prepared.port_a,
+            port_b=prepared.port_b,
+            not_from=(prepared.notice_address,),
+        )
+        # pcap times are the wall clock; the writer's are monotonic.
+        offset = time.monotonic() - time.time()
+        await self._replay(parts, offset)
+        recording = self.active.recording
+        self.active.stopped = True
+        self.active.discard = discard
+        future = recording.stop(end)
+        future.add_done_callback(lambda done: self.active.owner.finished(self.active.call, done))
+        log.info(
+            "rtpengine.recording_converted",
+            call_id=anchor.call_id,
+            pcaps=len(paths),
+            packets_a=sum(1 for role, _, _ in parts if role == "a"),
+            packets_b=sum(1 for role, _, _ in parts if role == "b"),
+        )
+        owner.remove_spool_files(anchor.ng_call_id)
+
+    async def _replay(self, parts: list[tuple[str, bytes, float]], offset: float) -> None:
+        legs = {"a": self.anchor.legs[0], "b": self.anchor.legs[1]}
+        recording = self.active.recording
+        marks = sorted(self.marks)
+        mark = 0
+        for index, (role, data, captured) in enumerate(parts):
+            arrival = captured + offset
+            while mark < len(marks) and marks[mark][0] <= arrival:
+                at, what = marks[mark]
+                if what == "pause":
+                    recording.pause(at)
+                else:
+                    recording.resume(at)
+                mark += 1
+            tap = legs[role].on_packet
+            if tap is not None:
+                tap(data, arrival)
+            if index % REPLAY_CHUNK == REPLAY_CHUNK - 1:
+                await asyncio.sleep(REPLAY_PAUSE)  # the writer's batch goes out meanwhile
+        for at, what in marks[mark:]:
+            if what == "pause":
+                recording.pause(at)
+            else:
+                recording.resume(at)

@@ -421,7 +421,12 @@ class RtpengineAnchor:
                 with contextlib.suppress(Exception):
                     await self._updates
             reply = await self.owner.client.request(
-                {"command": "delete", "call-id": self.ng_call_id}
+                {
+                    "command": "delete",
+                    "call-id": self.ng_call_id,
+                    "from-tag": TAG_A,
+                    "delete delay": 0,  # at once: the pcap is complete only then
+                }
             )
         finally:
             if not self.deleted.done():
@@ -525,7 +530,14 @@ class RtpengineMedia:
                     # Refused by the B2BUA (403, 503...): rtpengine's call goes too.
                     prepared.notice.close()
                     self.spawn(
-                        self.client.request({"command": "delete", "call-id": prepared.ng_call_id}),
+                        self.client.request(
+                            {
+                                "command": "delete",
+                                "call-id": prepared.ng_call_id,
+                                "from-tag": TAG_A,
+                                "delete delay": 0,
+                            }
+                        ),
                         f"delete {prepared.ng_call_id}",
                     )
 
@@ -613,7 +625,7 @@ class RtpengineMedia:
         return sorted((self.spool / "pcaps").glob(f"{ng_call_id}-*.pcap"))
 
     def remove_spool_files(self, ng_call_id: str) -> None:
-        for path in [*self.pcaps_of(ng_call_id), *self.spool.glob(f"metadata/{ng_call_id}-*")]:
+        for path in [*self.pcaps_of(ng_call_id), *self.spool.glob(f"metadata/*{ng_call_id}-*")]:
             try:
                 path.unlink()
             except OSError as exc:

@@ -207,6 +207,7 @@ class Service:
                 loop=loop,
             )
             factory = self.rtpengine.factory
+            await self.rtpengine.check()
 
         def media_of(call: Call) -> ControllableMedia | None:
             return call.media if isinstance(call.media, RelayAnchor | RtpengineAnchor) else None

@@ -86,7 +86,7 @@ class NgTimeout(NgError):
 class NgClient:
     """ng over UDP: one socket, replies matched by cookie, requests resent on silence."""
 
-    def __init__(self, address: Address, *, timeout: float = 1.0, attempts: int = 3) -> None:
+    def __init__(self, address: Address, *, timeout: float = 0.4, attempts: int = 3) -> None:
         self.address = address
         self.timeout = timeout
         self.attempts = attempts
@@ -306,7 +306,7 @@ class RtpengineAnchor:
         self.closed = False
         self.recording = False
         # Resolves once rtpengine has deleted the call (its pcap, if any, is then complete).
-        self.deleted: asyncio.Future[dict[str, Any] | None] = owner.loop.create_future()
+        self.deleted: asyncio.Future[None] = owner.loop.create_future()
         self._updates: asyncio.Task[None] | None = None
 
     @property
@@ -339,7 +339,7 @@ class RtpengineAnchor:
             return
         self.closed = True
         self.prepared.notice.close()
-        self.owner.spawn(self._delete(), f"delete {self.ng_call_id}")
+        self.owner.spawn(self._delete(), f"close {self.ng_call_id}")
 
     def stats(self) -> dict[str, Any]:
         notice = self.prepared.notice.stats().get("a", {})
@@ -373,16 +373,22 @@ class RtpengineAnchor:
         body, _ = anchor_sdp(self.prepared.offer, remote[0], remote[1])
         return body
 
-    def _update(self, *, offer: bool) -> None:
+    def _serial(self, step: Callable[[], Awaitable[Any]], what: str) -> asyncio.Task[Any]:
+        """Run `step` after every ng step of this call sent before it (each in turn)."""
         previous = self._updates
 
-        async def run() -> None:
+        async def run() -> Any:
             if previous is not None:
                 with contextlib.suppress(Exception):
                     await previous
-            await self._negotiate(offer=offer)
+            return await step()
 
-        self._updates = self.owner.spawn(run(), f"update {self.ng_call_id}")
+        task = self.owner.spawn(run(), f"{what} {self.ng_call_id}")
+        self._updates = task
+        return task
+
+    def _update(self, *, offer: bool) -> None:
+        self._serial(lambda: self._negotiate(offer=offer), "update")
 
     async def _negotiate(self, *, offer: bool) -> None:
         client = self.owner.client
@@ -403,34 +409,34 @@ class RtpengineAnchor:
         if self.recording or self.closed:
             return
         self.recording = True
+        command = {"command": "start recording", "call-id": self.ng_call_id}
+        self._serial(lambda: self.owner.client.request(command), "start")
 
-        async def run() -> None:
-            if self._updates is not None:
-                with contextlib.suppress(Exception):
-                    await self._updates
-            await self.owner.client.request(
-                {"command": "start recording", "call-id": self.ng_call_id}
-            )
+    async def stop_recording(self) -> list[Path]:
+        """Mid-call: rtpengine closes the call's pcap; its files, once complete."""
+        self.recording = False
+        command = {"command": "stop recording", "call-id": self.ng_call_id}
 
-        self.owner.spawn(run(), f"start recording {self.ng_call_id}")
+        async def step() -> list[Path]:
+            await self.owner.client.request(command)
+            # Listed here, in turn: a later `start recording` makes its own file after this.
+            return self.owner.pcaps_of(self.ng_call_id)
+
+        paths = await self._serial(step, "stop")
+        return list(paths) if paths is not None else []
 
     async def _delete(self) -> None:
-        reply: dict[str, Any] | None = None
+        command = {
+            "command": "delete",
+            "call-id": self.ng_call_id,
+            "from-tag": TAG_A,
+            "delete delay": 0,  # at once: the pcap is complete only then
+        }
         try:
-            if self._updates is not None:
-                with contextlib.suppress(Exception):
-                    await self._updates
-            reply = await self.owner.client.request(
-                {
-                    "command": "delete",
-                    "call-id": self.ng_call_id,
-                    "from-tag": TAG_A,
-                    "delete delay": 0,  # at once: the pcap is complete only then
-                }
-            )
+            await self._serial(lambda: self.owner.client.request(command), "delete")
         finally:
             if not self.deleted.done():
-                self.deleted.set_result(reply)
+                self.deleted.set_result(None)
 
 
 def _audio_port(sdp: Any) -> int | None:
@@ -494,6 +500,22 @@ class RtpengineMedia:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def check(self) -> bool:
+        """At start: is rtpengine there? Said in the log either way; calls are taken regardless
+        (while it does not answer, each new call costs about a second and is relayed)."""
+        try:
+            await self.client.request({"command": "ping"})
+        except NgError as exc:
+            log.error(
+                "rtpengine.unreachable",
+                address=f"{self.client.address[0]}:{self.client.address[1]}",
+                error=str(exc),
+            )
+            return False
+        spool = self.spool / "pcaps"
+        log.info("rtpengine.ready", spool=str(spool), spool_present=spool.is_dir())
+        return True
 
     # --- new INVITEs
     def wants(self, event: TransactionEvent, side: Any, b2bua: Any) -> bool:
@@ -624,12 +646,16 @@ class RtpengineMedia:
     def pcaps_of(self, ng_call_id: str) -> list[Path]:
         return sorted((self.spool / "pcaps").glob(f"{ng_call_id}-*.pcap"))
 
-    def remove_spool_files(self, ng_call_id: str) -> None:
-        for path in [*self.pcaps_of(ng_call_id), *self.spool.glob(f"metadata/*{ng_call_id}-*")]:
-            try:
-                path.unlink()
-            except OSError as exc:
-                log.error("rtpengine.spool_unremovable", path=str(path), error=exc.strerror)
+    def remove_spool_files(self, pcaps: Iterable[Path]) -> None:
+        """A converted pcap and its metadata file (`metadata/rtpengine-meta-NAME.txt`)."""
+        for pcap in pcaps:
+            for path in [pcap, *self.spool.glob(f"metadata/*{pcap.stem}*")]:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.error("rtpengine.spool_unremovable", path=str(path), error=exc.strerror)
 
     async def aclose(self, timeout: float = 30.0) -> None:
         """Let deletes and pcap conversions finish (the writer is closed after this)."""
@@ -665,25 +691,31 @@ class PcapRecording:
 
     async def _finish(self, end: float, discard: bool) -> None:
         anchor, owner = self.anchor, self.owner
-        if not anchor.closed:
-            anchor.close()
-        await asyncio.shield(anchor.deleted)
-        paths = owner.pcaps_of(anchor.ng_call_id)
-        loop = owner.loop
-        packets: list[CapturedPacket] = []
-        for path in paths:
-            data = await loop.run_in_executor(None, path.read_bytes)
-            packets.extend(await loop.run_in_executor(None, read_pcap, data))
-        prepared = anchor.prepared
-        parts = split_parties(
-            packets,
-            port_a=prepared.port_a,
-            port_b=prepared.port_b,
-            not_from=(prepared.notice_address,),
-        )
-        # pcap times are the wall clock; the writer's are monotonic.
-        offset = time.monotonic() - time.time()
-        await self._replay(parts, offset)
+        if anchor.closed:  # the call is over: rtpengine's delete closes the pcap
+            await asyncio.shield(anchor.deleted)
+            paths = owner.pcaps_of(anchor.ng_call_id)
+        else:  # stopped mid-call (control socket): the call goes on, unrecorded
+            paths = await anchor.stop_recording()
+        parts: list[tuple[str, bytes, float]] = []
+        offset = time.monotonic() - time.time()  # pcap times are the wall clock
+        if not discard:  # a refused recording is destroyed: nothing to read back
+            loop = owner.loop
+            packets: list[CapturedPacket] = []
+            for path in paths:
+                data = await loop.run_in_executor(None, path.read_bytes)
+                packets.extend(await loop.run_in_executor(None, read_pcap, data))
+            prepared = anchor.prepared
+            parts = [
+                part
+                for part in split_parties(
+                    packets,
+                    port_a=prepared.port_a,
+                    port_b=prepared.port_b,
+                    not_from=(prepared.notice_address,),
+                )
+                if part[2] + offset <= end
+            ]
+            await self._replay(parts, offset)
         recording = self.active.recording
         self.active.stopped = True
         self.active.discard = discard
@@ -695,8 +727,9 @@ class PcapRecording:
             pcaps=len(paths),
             packets_a=sum(1 for role, _, _ in parts if role == "a"),
             packets_b=sum(1 for role, _, _ in parts if role == "b"),
+            discarded=discard,
         )
-        owner.remove_spool_files(anchor.ng_call_id)
+        owner.remove_spool_files(paths)
 
     async def _replay(self, parts: list[tuple[str, bytes, float]], offset: float) -> None:
         legs = {"a": self.anchor.legs[0], "b": self.anchor.legs[1]}

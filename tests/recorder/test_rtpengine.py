@@ -405,8 +405,9 @@ class FakeActive:
         self.finished_with.append((call, done.result()))
 
 
+@pytest.mark.parametrize("when", ["call ended", "mid-call"])
 async def test_stop_replays_the_pcap_with_pauses_then_removes_it(
-    fake: tuple[FakeRtpengine, NgClient], tmp_path: Path
+    fake: tuple[FakeRtpengine, NgClient], tmp_path: Path, when: str
 ) -> None:
     server, client = fake
     media = media_for(client, [], tmp_path)
@@ -434,10 +435,15 @@ async def test_stop_replays_the_pcap_with_pauses_then_removes_it(
     mono = time.monotonic()
     handle.marks.append((mono - 2.5, "pause"))  # as pause() notes them, in the monotonic clock
     handle.marks.append((mono - 1.5, "resume"))
+    if when == "call ended":
+        anchor.close()  # the B2BUA closes the media before the controller stops the recording
     handle.stop(0.0, discard=False)
     handle.stop(0.0)  # once
     await settle(media)
-    assert "delete" in server.commands()
+    if when == "call ended":
+        assert server.commands()[2:] == ["delete"]
+    else:  # rtpengine stops writing; the call and its media go on
+        assert server.commands()[2:] == ["stop recording"] and not anchor.closed
     assert len(seen["a"]) == 1 and len(seen["b"]) == 1  # our own notice packet is left out
     assert seen["a"][0] == pytest.approx(mono - 3.0, abs=0.2)
     assert [what for what, _ in active.recording.log] == ["pause", "resume"]
@@ -445,3 +451,34 @@ async def test_stop_replays_the_pcap_with_pauses_then_removes_it(
     assert active.finished_with == [(active.call, "result")]
     assert [p.name for p in (tmp_path / "pcaps").iterdir()] == ["othercall-00ff.pcap"]
     assert list((tmp_path / "metadata").iterdir()) == []
+
+
+async def test_start_check_says_whether_rtpengine_answers(
+    fake: tuple[FakeRtpengine, NgClient], tmp_path: Path
+) -> None:
+    server, client = fake
+    media = media_for(client, [], tmp_path)
+    assert await media.check()
+    server.handler = lambda request: None
+    assert not await media.check()
+
+
+async def test_a_refused_recording_is_not_read_back(
+    fake: tuple[FakeRtpengine, NgClient], tmp_path: Path
+) -> None:
+    _server, client = fake
+    media = media_for(client, [], tmp_path)
+    got: list[Any] = []
+    media.prepare("external", invite_event(sdp(6000)), lambda: got.append(media.factory("c", "x")))
+    await settle(media)
+    anchor: RtpengineAnchor = got[0]
+    (tmp_path / "pcaps").mkdir()
+    frames = [(time.time(), ipv4_udp(CALLER, ("127.0.0.1", PORT_A), rtp(1)))]
+    (tmp_path / "pcaps" / f"{anchor.ng_call_id}-01.pcap").write_bytes(pcap_file(frames))
+    seen: list[float] = []
+    anchor.legs[0].on_packet = lambda data, arrival: seen.append(arrival)
+    active = FakeActive()
+    PcapRecording(media, anchor, active).stop(0.0, discard=True)  # C5: the agent's refusal
+    await settle(media)
+    assert seen == [] and active.discard and active.stopped
+    assert list((tmp_path / "pcaps").iterdir()) == []  # the refused audio is gone

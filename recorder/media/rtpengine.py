@@ -433,10 +433,42 @@ class RtpengineAnchor:
             "delete delay": 0,  # at once: the pcap is complete only then
         }
         try:
-            await self._serial(lambda: self.owner.client.request(command), "delete")
+            reply = await self._serial(lambda: self.owner.client.request(command), "delete")
         finally:
             if not self.deleted.done():
                 self.deleted.set_result(None)
+        if isinstance(reply, dict):
+            log.info("rtpengine.call_deleted", call_id=self.call_id, **delete_summary(reply))
+
+
+def delete_summary(reply: dict[str, Any]) -> dict[str, int | bool]:
+    """rtpengine's counters from a `delete` (or `query`) reply: RTP packets it received from
+    each party (tag `a`: the caller; `b`: the callee), errors, and whether any stream was
+    forwarded in the kernel. Missing or odd fields count as zero."""
+    out: dict[str, int | bool] = {"packets_a": 0, "packets_b": 0, "errors": 0, "kernel": False}
+    tags = reply.get("tags")
+    for tag, info in tags.items() if isinstance(tags, dict) else ():
+        key = {TAG_A: "packets_a", TAG_B: "packets_b"}.get(tag)
+        medias = info.get("medias") if isinstance(info, dict) else None
+        for media in medias if isinstance(medias, list) else ():
+            streams = media.get("streams") if isinstance(media, dict) else None
+            for stream in streams if isinstance(streams, list) else ():
+                if not isinstance(stream, dict):
+                    continue
+                flags = stream.get("flags")
+                flags = flags if isinstance(flags, list) else []
+                stats = stream.get("stats")
+                packets = stats.get("packets") if isinstance(stats, dict) else None
+                if b"kernelized" in flags:
+                    out["kernel"] = True
+                if key is not None and b"RTP" in flags and isinstance(packets, int):
+                    out[key] = int(out[key]) + packets
+    totals = reply.get("totals")
+    rtp = totals.get("RTP") if isinstance(totals, dict) else None
+    errors = rtp.get("errors") if isinstance(rtp, dict) else None
+    if isinstance(errors, int):
+        out["errors"] = errors
+    return out
 
 
 def _audio_port(sdp: Any) -> int | None:
@@ -551,19 +583,13 @@ class RtpengineMedia:
                 if prepared is not None and not prepared.taken:
                     # Refused by the B2BUA (403, 503...): rtpengine's call goes too.
                     prepared.notice.close()
-                    self.spawn(
-                        self.client.request(
-                            {
-                                "command": "delete",
-                                "call-id": prepared.ng_call_id,
-                                "from-tag": TAG_A,
-                                "delete delay": 0,
-                            }
-                        ),
-                        f"delete {prepared.ng_call_id}",
-                    )
+                    self.spawn(self._forget(prepared.ng_call_id), f"delete {prepared.ng_call_id}")
 
         self.spawn(run(), "prepare")
+
+    async def _forget(self, ng_call_id: str) -> None:
+        command = {"command": "delete", "call-id": ng_call_id, "from-tag": TAG_A}
+        await self.client.request({**command, "delete delay": 0})
 
     async def _prepare(self, side: str, offer: bytes) -> PreparedCall | None:
         try:
@@ -573,8 +599,8 @@ class RtpengineMedia:
         except RemoteProtocolError:
             return None  # the B2BUA answers 488 itself
         notice = self.relay_factory("rtpengine-notice", side)
+        ng_call_id = new_cookie()
         try:
-            ng_call_id = new_cookie()
             notice_address = (self.media_address, notice.local_port("a"))
             base = {"call-id": ng_call_id, "from-tag": TAG_A, "flags": _FLAGS, **_COMMON}
             offered = await self.client.request({**base, "command": "offer", "sdp": offer})
@@ -592,6 +618,8 @@ class RtpengineMedia:
                 )
         except BaseException:
             notice.close()
+            # Whatever rtpengine set up for it goes (an unknown call-id is only a warning).
+            self.spawn(self._forget(ng_call_id), f"delete {ng_call_id}")
             raise
         # Our notice leg sends to, and latches on, rtpengine's port facing the callee.
         notice.set_remote("a", side_b, (side_b[0], side_b[1] + 1))

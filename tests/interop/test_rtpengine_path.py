@@ -9,6 +9,7 @@ with its catalog row; a refusing call leaves no file, no row and no pcap.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -19,13 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from recorder.media.ng import decode_reply, encode_request
 
 from . import audio, peers
 from .conftest import RecorderFactory, _in_ci
 from .recorder_proc import RecorderProcess
+from .test_pause_path import ctl, long_call_pcap, policy_with, silent_spans
 
 pytestmark = pytest.mark.interop
 
@@ -143,11 +147,11 @@ def rtpengine(interop_dir: Path) -> Iterator[Rtpengine]:
 def rtpengine_recorder(
     start_recorder: RecorderFactory, rtpengine: Rtpengine
 ) -> Iterator[tuple[RecorderFactory, Rtpengine]]:
-    def start(*, pbx_port: int) -> RecorderProcess:
+    def start(*, pbx_port: int, policy: str = POLICY) -> RecorderProcess:
         return start_recorder(
             pbx_port=pbx_port,
             media_ports=32,
-            policy_extra=POLICY,
+            policy_extra=policy,
             media_extra=(
                 'engine = "rtpengine"\n'
                 f'rtpengine = "127.0.0.1:{rtpengine.ng_port}"\n'
@@ -201,8 +205,13 @@ def test_consenting_call_is_forwarded_by_rtpengine_and_recorded(
     assert one_event(recorder, "rtpengine.call")["ng_call_id"]
     assert one_event(recorder, "notice.ended")["complete"] is True
     assert one_event(recorder, "consent.accepted")["method"] == "timeout"
+    # rtpengine received both parties' RTP (userspace here: no kernel module).
+    deleted = recorder.wait_event("rtpengine.call_deleted", timeout=10)[0]
+    assert deleted["packets_a"] > 100 and deleted["packets_b"] > 100, deleted
+    assert deleted["kernel"] is False
     converted = recorder.wait_event("rtpengine.recording_converted", timeout=20)[0]
     assert converted["pcaps"] == 1, converted
+    assert converted["packets_a"] > 100 and converted["packets_b"] > 100, converted
     finalized = recorder.wait_event("recording.finalized", timeout=15)[0]
     assert finalized["state"] == "complete"
 
@@ -268,3 +277,46 @@ def test_refusing_call_leaves_no_recording(
     assert not [p for p in recordings.rglob("*") if p.suffix in (".wav", ".part")]
     assert engine.pcaps() == []  # rtpengine was never asked to record
     assert not list((engine.spool / "metadata").glob("*"))
+
+
+def test_pause_and_resume_by_control_socket_through_rtpengine(
+    interop_dir: Path, rtpengine_recorder: tuple[RecorderFactory, Rtpengine]
+) -> None:
+    """S8 with rtpengine: the pause is noted when asked and applied when the pcap is read back;
+    the paused span is silence on both channels, as with the relay."""
+    start, engine = rtpengine_recorder
+    pcap = long_call_pcap(interop_dir, 15.0)
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
+        recorder = start(pbx_port=pbx.port, policy=policy_with())  # no notice: recorded at once
+        with peers.sipp_uac_in_background(
+            "uac_pcap", recorder.external_target, log_dir=interop_dir, pcap=pcap, timeout=30
+        ) as result:
+            recorder.wait_event("recording.started", timeout=10)
+            code, out = ctl(recorder, "calls", "--json")
+            assert code == 0, out
+            call_id = json.loads(out)["calls"][0]["id"]
+            time.sleep(1.5)
+            asked_pause = time.monotonic()
+            assert ctl(recorder, "pause", call_id)[0] == 0
+            time.sleep(2.0)
+            assert ctl(recorder, "resume", call_id)[0] == 0
+            resumed = time.monotonic()
+        pbx.wait(5)
+    result[0].assert_ok()
+    assert one_event(recorder, "rtpengine.call")
+    recorder.wait_event("recording.finalized", timeout=20)
+    row = recorder.catalog("recordings", "list")[0]
+    assert row["state"] == "complete"
+    assert len(row["pauses"]) == 1, row
+    paused_from, paused_to = row["pauses"][0]
+    assert 2.0 <= paused_to - paused_from <= resumed - asked_pause, row["pauses"]
+    samples, _ = soundfile.read(row["path"], dtype="int16", always_2d=True)
+    for channel in (0, 1):
+        spans = silent_spans(samples[:, channel], 1.0)
+        assert any(abs(s - paused_from) < 0.15 and abs(e - paused_to) < 0.15 for s, e in spans), (
+            spans
+        )
+        # The tone is there before and after the pause (rtpengine forwarded the whole call).
+        assert np.abs(samples[: int(paused_from * 8000) - 800, channel]).max() > 1000
+        assert np.abs(samples[int(paused_to * 8000) + 800 :, channel]).max() > 1000
+    assert engine.pcaps() == []

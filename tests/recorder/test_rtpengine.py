@@ -20,6 +20,7 @@ from recorder.media.rtpengine import (
     PcapRecording,
     RtpengineAnchor,
     RtpengineMedia,
+    delete_summary,
     read_pcap,
     split_parties,
 )
@@ -353,6 +354,7 @@ async def test_calls_rtpengine_cannot_take_are_relayed(
     assert len(got) == 1 and isinstance(got[0], FakeNotice)  # the in-process relay
     assert media.counters["fallbacks"] == 1
     assert notices[0].closed  # the notice leg made for rtpengine was given back
+    assert server.commands()[-1] == "delete"  # and what rtpengine set up is deleted
 
 
 def test_what_is_prepared() -> None:
@@ -482,3 +484,25 @@ async def test_a_refused_recording_is_not_read_back(
     await settle(media)
     assert seen == [] and active.discard and active.stopped
     assert list((tmp_path / "pcaps").iterdir()) == []  # the refused audio is gone
+
+
+def test_delete_summary_reads_rtpengines_counters() -> None:
+    def stream(flags: list[bytes], packets: int) -> dict[str, Any]:
+        return {"flags": flags, "stats": {"packets": packets, "bytes": 0, "errors": 0}}
+
+    reply = {
+        "result": b"ok",
+        "totals": {"RTP": {"packets": 30, "errors": 2}},
+        "tags": {
+            "a": {"medias": [{"streams": [stream([b"RTP", b"kernelized"], 10), stream([], 3)]}]},
+            "b": {"medias": [{"streams": [stream([b"RTP"], 20)]}]},
+            "": "odd",
+        },
+    }
+    assert delete_summary(reply) == {"packets_a": 10, "packets_b": 20, "errors": 2, "kernel": True}
+    assert delete_summary({"result": b"ok"}) == {
+        "packets_a": 0,
+        "packets_b": 0,
+        "errors": 0,
+        "kernel": False,
+    }

@@ -172,9 +172,10 @@ class Service:
 
             def on_event(_endpoint: SipEndpoint, event: TransactionEvent) -> None:
                 rtpe = self.rtpengine
-                if rtpe is not None and rtpe.wants(event, runtimes[name].config, self.b2bua):
-                    # rtpengine is asked for the call's ports first (the factory is synchronous).
-                    rtpe.prepare(name, event, lambda: deliver(event))
+                # rtpengine is asked for a new call's ports first (the factory is synchronous).
+                if rtpe is not None and rtpe.route(
+                    event, runtimes[name].config, self.b2bua, lambda: deliver(event)
+                ):
                     return
                 deliver(event)
 

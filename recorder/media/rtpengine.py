@@ -514,6 +514,8 @@ class RtpengineMedia:
         self.relay_factory = relay_factory
         self.loop = loop
         self._current: PreparedCall | None = None
+        # SIP Call-ID of an INVITE being prepared -> its call's requests that came meanwhile.
+        self._held: dict[str, list[Callable[[], None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counters = {"calls": 0, "fallbacks": 0, "recordings": 0, "ng_errors": 0}
 
@@ -550,6 +552,22 @@ class RtpengineMedia:
         return True
 
     # --- new INVITEs
+    def route(
+        self, event: TransactionEvent, side: Any, b2bua: Any, deliver: Callable[[], None]
+    ) -> bool:
+        """The service's SIP events go through here first. True: taken (a new INVITE being
+        prepared, or a request of a call whose INVITE is: a CANCEL must not overtake it);
+        False: deliver it now."""
+        if isinstance(event, RequestReceived):
+            waiting = self._held.get(event.request.call_id)
+            if waiting is not None:
+                waiting.append(deliver)
+                return True
+        if not self.wants(event, side, b2bua):
+            return False
+        self.prepare(side.name, event, deliver)
+        return True
+
     def wants(self, event: TransactionEvent, side: Any, b2bua: Any) -> bool:
         """A new INVITE with an SDP offer from an allowed source while calls are taken: rtpengine
         is asked before the B2BUA sees it (anything the B2BUA refuses costs rtpengine nothing)."""
@@ -567,6 +585,8 @@ class RtpengineMedia:
         factory then takes the prepared call); on any failure the call is relayed as before."""
         assert isinstance(event, RequestReceived)
         offer = event.request.body
+        sip_call_id = event.request.call_id
+        held = self._held.setdefault(sip_call_id, [])
 
         async def run() -> None:
             prepared: PreparedCall | None = None
@@ -580,6 +600,9 @@ class RtpengineMedia:
                 deliver()
             finally:
                 self._current = None
+                self._held.pop(sip_call_id, None)
+                for later in held:  # in arrival order, after the INVITE
+                    later()
                 if prepared is not None and not prepared.taken:
                     # Refused by the B2BUA (403, 503...): rtpengine's call goes too.
                     prepared.notice.close()

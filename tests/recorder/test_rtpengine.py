@@ -248,6 +248,8 @@ def invite_event(body: bytes) -> RequestReceived:
 
 
 class Allow:
+    name = "external"
+
     def allows(self, host: str) -> bool:
         return True
 
@@ -506,3 +508,34 @@ def test_delete_summary_reads_rtpengines_counters() -> None:
         "errors": 0,
         "kernel": False,
     }
+
+
+async def test_a_cancel_does_not_overtake_its_invite(
+    fake: tuple[FakeRtpengine, NgClient], tmp_path: Path
+) -> None:
+    _server, client = fake
+    media = media_for(client, [], tmp_path)
+    order: list[str] = []
+    invite = invite_event(sdp(6000))
+    cancel = RequestReceived(
+        parse_message(
+            b"CANCEL sip:100@127.0.0.1:5060 SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1\r\n"
+            b"From: <sip:caller@127.0.0.1>;tag=f1\r\nTo: <sip:100@127.0.0.1>\r\n"
+            b"Call-ID: c1@127.0.0.1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+        ),  # type: ignore[arg-type]
+        ("127.0.0.1", 5061),
+        "UDP",
+        "key-2",
+    )
+
+    def deliver_invite() -> None:
+        order.append("INVITE")
+        media.factory("call-1", "external")
+
+    assert media.route(invite, Allow(), Accepting(), deliver_invite)
+    assert media.route(cancel, Allow(), Accepting(), lambda: order.append("CANCEL"))
+    await settle(media)
+    assert order == ["INVITE", "CANCEL"]
+    # Once the INVITE is in, the call's requests go straight through.
+    assert not media.route(cancel, Allow(), Accepting(), lambda: order.append("again"))

@@ -17,12 +17,13 @@ from recorder.call.catalog_journal import JournalError
 from recorder.call.controller import CallController, ControllableMedia
 from recorder.call.limits import Admission
 from recorder.call.recording_glue import Recorder
+from recorder.call.rtpengine import ReplayLeg, RtpengineAnchor, RtpengineMedia
 from recorder.call.sdp_anchor import CryptoRewrite
 from recorder.config import Config, ConfigError, SipSide, load_config
 from recorder.console.server import ConsoleServer
+from recorder.media.ng import NgClient
 from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
-from recorder.media.rtpengine import NgClient, ReplayLeg, RtpengineAnchor, RtpengineMedia
 from recorder.media.sdes import SdesNegotiator
 from recorder.ops.control import ControlServer, service_socket_path
 from recorder.ops.logs import get_logger

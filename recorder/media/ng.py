@@ -1,10 +1,12 @@
-"""rtpengine's ng control protocol, sans-IO: bencode and the cookie framing.
+"""rtpengine's ng control protocol: bencode and the cookie framing (sans-IO), and `NgClient`,
+its asyncio UDP adapter.
 
 An ng message is `COOKIE SPACE BENCODED-DICT` in one UDP datagram; the reply carries the same
 cookie (rtpengine answers a retransmitted cookie from its cache, so a request may be resent
 as is). Replies hold `result` = `ok` (or `pong`), or `error` with `error-reason`. See
-rtpengine's docs/ng_control_protocol.md. No library: bencode is four cases, and the
-maintained PyPI packages either pull a C extension or decode strings in ways that lose bytes.
+rtpengine's docs/ng_control_protocol.md. Bencode is four cases: a small codec here, checked
+by property tests (tests/recorder/test_ng.py), rather than one more dependency (PyPI's
+`bencode-py` would do; this keeps every string as bytes, as SDP must stay).
 
 Values we send: `str` (UTF-8), `bytes`, `int`, `list`, `dict` with `str` keys. Decoding gives
 `bytes` for every string (an SDP is bytes; rtpengine never promises UTF-8) and `str` keys.
@@ -12,11 +14,19 @@ Values we send: `str` (UTF-8), `bytes`, `int`, `list`, `dict` with `str` keys. D
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
+
+import structlog
+
+Address = tuple[str, int]
+_log = structlog.get_logger(__name__)
+TAG_A = "a"  # the recorder's rtpengine calls: the monologue facing the caller
+TAG_B = "b"  # and the one facing the callee
 
 Bencodable: TypeAlias = "str | bytes | int | Sequence[Bencodable] | Mapping[str, Bencodable]"
 _INTEGER = re.compile(rb"0|-?[1-9][0-9]*")
@@ -174,3 +184,106 @@ def decode_reply(datagram: bytes) -> NgReply:
     if not isinstance(body, dict):
         raise BencodeError("the reply is not a dictionary")
     return NgReply(cookie.decode("ascii", "replace"), body)
+
+
+class NgTimeout(NgError):
+    """rtpengine did not answer in time."""
+
+
+# ---------------------------------------------------------------------------- the client
+
+
+class NgClient:
+    """ng over UDP: one socket, replies matched by cookie, requests resent on silence."""
+
+    def __init__(self, address: Address, *, timeout: float = 0.4, attempts: int = 3) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.attempts = attempts
+        self._transport: asyncio.DatagramTransport | None = None
+        self._waiting: dict[str, asyncio.Future[NgReply]] = {}
+        self.bad_replies = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self
+
+        class _Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                client._received(data)
+
+            def error_received(self, exc: Exception) -> None:
+                # ICMP port unreachable (rtpengine not running): the retries decide.
+                _log.debug("rtpengine.ng_socket_error", error=str(exc))
+
+        transport, _ = await loop.create_datagram_endpoint(_Protocol, remote_addr=self.address)
+        self._transport = transport
+
+    def _received(self, data: bytes) -> None:
+        try:
+            reply = decode_reply(data)
+        except BencodeError as exc:
+            self.bad_replies += 1
+            _log.warning("rtpengine.bad_reply", error=str(exc))
+            return
+        future = self._waiting.pop(reply.cookie, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def request(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Send `command`, return rtpengine's reply body; NgError / NgTimeout otherwise."""
+        if self._transport is None:
+            raise NgError("the ng client is not started")
+        cookie = new_cookie()
+        datagram = encode_request(cookie, command)
+        future: asyncio.Future[NgReply] = asyncio.get_running_loop().create_future()
+        self._waiting[cookie] = future
+        try:
+            for _ in range(self.attempts):
+                # The same cookie each time: rtpengine answers a repeat from its cache.
+                self._transport.sendto(datagram)
+                done, _pending = await asyncio.wait({future}, timeout=self.timeout)
+                if done:
+                    return future.result().checked()
+        finally:
+            self._waiting.pop(cookie, None)
+        raise NgTimeout(f"no answer from rtpengine at {self.address[0]}:{self.address[1]}")
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for future in self._waiting.values():
+            if not future.done():
+                future.cancel()
+        self._waiting.clear()
+
+
+def delete_summary(reply: dict[str, Any]) -> dict[str, int | bool]:
+    """rtpengine's counters from a `delete` (or `query`) reply: RTP packets it received from
+    each party (tag `a`: the caller; `b`: the callee), errors, and whether any stream was
+    forwarded in the kernel. Missing or odd fields count as zero."""
+    out: dict[str, int | bool] = {"packets_a": 0, "packets_b": 0, "errors": 0, "kernel": False}
+    tags = reply.get("tags")
+    for tag, info in tags.items() if isinstance(tags, dict) else ():
+        key = {TAG_A: "packets_a", TAG_B: "packets_b"}.get(tag)
+        medias = info.get("medias") if isinstance(info, dict) else None
+        for media in medias if isinstance(medias, list) else ():
+            streams = media.get("streams") if isinstance(media, dict) else None
+            for stream in streams if isinstance(streams, list) else ():
+                if not isinstance(stream, dict):
+                    continue
+                flags = stream.get("flags")
+                flags = flags if isinstance(flags, list) else []
+                stats = stream.get("stats")
+                packets = stats.get("packets") if isinstance(stats, dict) else None
+                if b"kernelized" in flags:
+                    out["kernel"] = True
+                if key is not None and b"RTP" in flags and isinstance(packets, int):
+                    out[key] = int(out[key]) + packets
+    totals = reply.get("totals")
+    rtp = totals.get("RTP") if isinstance(totals, dict) else None
+    errors = rtp.get("errors") if isinstance(rtp, dict) else None
+    if isinstance(errors, int):
+        out["errors"] = errors
+    return out

@@ -1,5 +1,6 @@
-"""rtpengine as the media plane (recorder.media.rtpengine): pcap reading, the ng client, the
-call prepared before the B2BUA sees it, the anchor's renegotiations and the pcap replay."""
+"""rtpengine as the media plane (recorder.call.rtpengine, recorder.media.ng and .pcap): pcap
+reading, the ng client, the call prepared before the B2BUA sees it, the anchor's
+renegotiations and the pcap replay."""
 
 from __future__ import annotations
 
@@ -12,18 +13,9 @@ from typing import Any, cast
 
 import pytest
 
-from recorder.media.ng import NgError, bdecode, bencode
-from recorder.media.rtpengine import (
-    CapturedPacket,
-    NgClient,
-    NgTimeout,
-    PcapRecording,
-    RtpengineAnchor,
-    RtpengineMedia,
-    delete_summary,
-    read_pcap,
-    split_parties,
-)
+from recorder.call.rtpengine import PcapRecording, RtpengineAnchor, RtpengineMedia
+from recorder.media.ng import NgClient, NgError, NgTimeout, bdecode, bencode, delete_summary
+from recorder.media.pcap import CapturedPacket, read_pcap, split_parties
 from sip.message import parse_message
 from sip.transaction import RequestReceived
 

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,14 +44,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from recorder.call.sdp_anchor import CryptoRewrite, anchor_sdp, is_sdp
-from recorder.media.ng import (
-    BencodeError,
-    NgError,
-    NgReply,
-    decode_reply,
-    encode_request,
-    new_cookie,
-)
+from recorder.media.ng import TAG_A, TAG_B, NgClient, NgError, delete_summary, new_cookie
+from recorder.media.pcap import CapturedPacket, read_pcap, split_parties
 from recorder.ops.logs import get_logger
 from sip.errors import RemoteProtocolError
 from sip.transaction import RequestReceived, TransactionEvent
@@ -62,8 +54,7 @@ Address = tuple[str, int]
 PacketTap = Callable[[bytes, float], None]
 log = get_logger("recorder.rtpengine")
 
-TAG_A = "a"  # rtpengine's monologue facing the caller
-TAG_B = "b"  # the one facing the PBX (our notice leg until the PBX answers)
+# TAG_A faces the caller, TAG_B the PBX (our notice leg until the PBX answers).
 # Every offer/answer: rtpengine keeps its local ports when a party's address changes (the
 # caller was told port_a once, when we answered it), plain RTP/AVP, no ICE, our origin.
 _FLAGS = ["port latching"]
@@ -74,182 +65,6 @@ _COMMON: dict[str, Any] = {
 }
 REPLAY_CHUNK = 4000  # packets fed to the writer's taps between two of its batches
 REPLAY_PAUSE = 0.2  # seconds between chunks: longer than the writer's batch interval
-
-
-class NgTimeout(NgError):
-    """rtpengine did not answer in time."""
-
-
-# ---------------------------------------------------------------------------- ng client
-
-
-class NgClient:
-    """ng over UDP: one socket, replies matched by cookie, requests resent on silence."""
-
-    def __init__(self, address: Address, *, timeout: float = 0.4, attempts: int = 3) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.attempts = attempts
-        self._transport: asyncio.DatagramTransport | None = None
-        self._waiting: dict[str, asyncio.Future[NgReply]] = {}
-        self.bad_replies = 0
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        client = self
-
-        class _Protocol(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: Any) -> None:
-                client._received(data)
-
-            def error_received(self, exc: Exception) -> None:
-                # ICMP port unreachable (rtpengine not running): the retries decide.
-                log.debug("rtpengine.ng_socket_error", error=str(exc))
-
-        transport, _ = await loop.create_datagram_endpoint(_Protocol, remote_addr=self.address)
-        self._transport = transport
-
-    def _received(self, data: bytes) -> None:
-        try:
-            reply = decode_reply(data)
-        except BencodeError as exc:
-            self.bad_replies += 1
-            log.warning("rtpengine.bad_reply", error=str(exc))
-            return
-        future = self._waiting.pop(reply.cookie, None)
-        if future is not None and not future.done():
-            future.set_result(reply)
-
-    async def request(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Send `command`, return rtpengine's reply body; NgError / NgTimeout otherwise."""
-        if self._transport is None:
-            raise NgError("the ng client is not started")
-        cookie = new_cookie()
-        datagram = encode_request(cookie, command)
-        future: asyncio.Future[NgReply] = asyncio.get_running_loop().create_future()
-        self._waiting[cookie] = future
-        try:
-            for _ in range(self.attempts):
-                # The same cookie each time: rtpengine answers a repeat from its cache.
-                self._transport.sendto(datagram)
-                done, _pending = await asyncio.wait({future}, timeout=self.timeout)
-                if done:
-                    return future.result().checked()
-        finally:
-            self._waiting.pop(cookie, None)
-        raise NgTimeout(f"no answer from rtpengine at {self.address[0]}:{self.address[1]}")
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-        for future in self._waiting.values():
-            if not future.done():
-                future.cancel()
-        self._waiting.clear()
-
-
-# ---------------------------------------------------------------------------- pcap (sans-IO)
-
-
-@dataclass(frozen=True, slots=True)
-class CapturedPacket:
-    time: float  # capture time, seconds since the epoch (rtpengine's clock)
-    source: Address
-    destination: Address
-    payload: bytes  # the UDP payload: the RTP packet
-
-
-_PCAP_MAGIC = {
-    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
-    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
-    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
-    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
-}
-# Link types: Ethernet, then the raw-IP ones (DLT_RAW is 12 or 14 by platform, 101 on disk).
-_LINK_HEADER = {1: 14, 12: 0, 14: 0, 101: 0, 228: 0, 229: 0}
-
-
-def read_pcap(data: bytes) -> list[CapturedPacket]:
-    """The UDP packets of a classic pcap file (what rtpengine's pcap recording writes).
-
-    Non-UDP records and fragments are skipped; a truncated last record (a file still being
-    written) ends the list. ValueError if `data` is not a pcap of a link type we read.
-    """
-    if len(data) < 24 or data[:4] not in _PCAP_MAGIC:
-        raise ValueError("not a pcap file")
-    endian, unit = _PCAP_MAGIC[data[:4]]
-    linktype = struct.unpack_from(endian + "I", data, 20)[0] & 0x0FFFFFFF
-    if linktype not in _LINK_HEADER:
-        raise ValueError(f"pcap link type {linktype} is not read")
-    skip = _LINK_HEADER[linktype]
-    record = struct.Struct(endian + "IIII")
-    packets: list[CapturedPacket] = []
-    pos = 24
-    while pos + record.size <= len(data):
-        seconds, fraction, caplen, _length = record.unpack_from(data, pos)
-        pos += record.size
-        if pos + caplen > len(data):
-            break
-        frame = data[pos + skip : pos + caplen]
-        pos += caplen
-        parsed = _udp(frame)
-        if parsed is not None:
-            source, destination, payload = parsed
-            packets.append(CapturedPacket(seconds + fraction * unit, source, destination, payload))
-    return packets
-
-
-def _udp(frame: bytes) -> tuple[Address, Address, bytes] | None:
-    if not frame:
-        return None
-    version = frame[0] >> 4
-    if version == 4:
-        if len(frame) < 20:
-            return None
-        ihl = (frame[0] & 0x0F) * 4
-        flags_fragment = struct.unpack_from("!H", frame, 6)[0]
-        if frame[9] != 17 or flags_fragment & 0x3FFF or len(frame) < ihl + 8:
-            return None
-        source_ip = ".".join(str(b) for b in frame[12:16])
-        destination_ip = ".".join(str(b) for b in frame[16:20])
-        udp = ihl
-    elif version == 6:
-        if len(frame) < 48 or frame[6] != 17:
-            return None
-        source_ip = str(ipaddress.IPv6Address(frame[8:24]))
-        destination_ip = str(ipaddress.IPv6Address(frame[24:40]))
-        udp = 40
-    else:
-        return None
-    source_port, destination_port, length = struct.unpack_from("!HHH", frame, udp)
-    end = udp + length if length >= 8 else len(frame)
-    payload = frame[udp + 8 : min(end, len(frame))]
-    return (source_ip, source_port), (destination_ip, destination_port), payload
-
-
-def split_parties(
-    packets: Iterable[CapturedPacket],
-    *,
-    port_a: int,
-    port_b: int,
-    not_from: Iterable[Address] = (),
-) -> list[tuple[str, bytes, float]]:
-    """(role, RTP packet, capture time) in capture order: what rtpengine received on `port_a`
-    came from the caller (role "a"), on `port_b` from the callee ("b"); RTCP (other ports)
-    and anything sent by an address in `not_from` (our own notice leg) are left out."""
-    excluded = set(not_from)
-    out: list[tuple[str, bytes, float]] = []
-    for packet in packets:
-        if packet.source in excluded or len(packet.payload) < 12:
-            continue
-        port = packet.destination[1]
-        if port == port_a:
-            out.append(("a", packet.payload, packet.time))
-        elif port == port_b:
-            out.append(("b", packet.payload, packet.time))
-    out.sort(key=lambda item: item[2])
-    return out
 
 
 # ---------------------------------------------------------------------------- anchors
@@ -439,36 +254,6 @@ class RtpengineAnchor:
                 self.deleted.set_result(None)
         if isinstance(reply, dict):
             log.info("rtpengine.call_deleted", call_id=self.call_id, **delete_summary(reply))
-
-
-def delete_summary(reply: dict[str, Any]) -> dict[str, int | bool]:
-    """rtpengine's counters from a `delete` (or `query`) reply: RTP packets it received from
-    each party (tag `a`: the caller; `b`: the callee), errors, and whether any stream was
-    forwarded in the kernel. Missing or odd fields count as zero."""
-    out: dict[str, int | bool] = {"packets_a": 0, "packets_b": 0, "errors": 0, "kernel": False}
-    tags = reply.get("tags")
-    for tag, info in tags.items() if isinstance(tags, dict) else ():
-        key = {TAG_A: "packets_a", TAG_B: "packets_b"}.get(tag)
-        medias = info.get("medias") if isinstance(info, dict) else None
-        for media in medias if isinstance(medias, list) else ():
-            streams = media.get("streams") if isinstance(media, dict) else None
-            for stream in streams if isinstance(streams, list) else ():
-                if not isinstance(stream, dict):
-                    continue
-                flags = stream.get("flags")
-                flags = flags if isinstance(flags, list) else []
-                stats = stream.get("stats")
-                packets = stats.get("packets") if isinstance(stats, dict) else None
-                if b"kernelized" in flags:
-                    out["kernel"] = True
-                if key is not None and b"RTP" in flags and isinstance(packets, int):
-                    out[key] = int(out[key]) + packets
-    totals = reply.get("totals")
-    rtp = totals.get("RTP") if isinstance(totals, dict) else None
-    errors = rtp.get("errors") if isinstance(rtp, dict) else None
-    if isinstance(errors, int):
-        out["errors"] = errors
-    return out
 
 
 def _audio_port(sdp: Any) -> int | None:

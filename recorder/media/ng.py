@@ -277,7 +277,9 @@ def delete_summary(reply: dict[str, Any]) -> dict[str, int | bool]:
                 flags = flags if isinstance(flags, list) else []
                 stats = stream.get("stats")
                 packets = stats.get("packets") if isinstance(stats, dict) else None
-                if b"kernelized" in flags:
+                # rtpengine marks a stream "kernelized" once it tried, with "no kernel
+                # support" too when the kernel would not take it (userspace forwarding).
+                if b"kernelized" in flags and b"no kernel support" not in flags:
                     out["kernel"] = True
                 if key is not None and b"RTP" in flags and isinstance(packets, int):
                     out[key] = int(out[key]) + packets

@@ -489,11 +489,21 @@ def test_delete_summary_reads_rtpengines_counters() -> None:
         "totals": {"RTP": {"packets": 30, "errors": 2}},
         "tags": {
             "a": {"medias": [{"streams": [stream([b"RTP", b"kernelized"], 10), stream([], 3)]}]},
-            "b": {"medias": [{"streams": [stream([b"RTP"], 20)]}]},
+            "b": {
+                "medias": [{"streams": [stream([b"RTP", b"kernelized", b"no kernel support"], 20)]}]
+            },
             "": "odd",
         },
     }
     assert delete_summary(reply) == {"packets_a": 10, "packets_b": 20, "errors": 2, "kernel": True}
+    userspace = {
+        "tags": {
+            "a": {
+                "medias": [{"streams": [stream([b"RTP", b"kernelized", b"no kernel support"], 5)]}]
+            }
+        }
+    }
+    assert delete_summary(userspace)["kernel"] is False
     assert delete_summary({"result": b"ok"}) == {
         "packets_a": 0,
         "packets_b": 0,

@@ -123,6 +123,8 @@ class RtpengineAnchor:
         # Resolves once rtpengine has deleted the call (its pcap, if any, is then complete).
         self.deleted: asyncio.Future[None] = owner.loop.create_future()
         self._updates: asyncio.Task[None] | None = None
+        # The notice leg's counters once it is released (at the bridge: its ports go back).
+        self._notice_stats: dict[str, Any] | None = None
 
     @property
     def ng_call_id(self) -> str:
@@ -153,13 +155,20 @@ class RtpengineAnchor:
         if self.closed:
             return
         self.closed = True
-        self.prepared.notice.close()
+        self._release_notice()
         self.owner.spawn(self._delete(), f"close {self.ng_call_id}")
 
+    def _release_notice(self) -> None:
+        if self._notice_stats is None:
+            self._notice_stats = dict(self.prepared.notice.stats().get("a", {}))
+            self.prepared.notice.close()
+
     def stats(self) -> dict[str, Any]:
-        notice = self.prepared.notice.stats().get("a", {})
+        notice = self._notice_stats
+        if notice is None:
+            notice = dict(self.prepared.notice.stats().get("a", {}))
         return {
-            "notice": dict(notice),
+            "notice": notice,
             "rtpengine": {
                 "call": self.ng_call_id,
                 "port_a": self.prepared.port_a,
@@ -169,14 +178,20 @@ class RtpengineAnchor:
 
     # --- ControllableMedia: the notice leg faces rtpengine's port_b, i.e. the caller
     def send_rtp(self, role: str, data: bytes) -> bool:
-        return role == "a" and not self.closed and self.prepared.notice.send_rtp("a", data)
+        if role != "a" or self._notice_stats is not None:
+            return False
+        return self.prepared.notice.send_rtp("a", data)
 
     def set_forwarding(self, role: str, enabled: bool) -> None:
-        if role == "a":
+        if role == "a" and self._notice_stats is None:
             self.prepared.notice.set_forwarding("a", enabled)
+        elif role == "b" and enabled and self.remote_b is not None:
+            # The callee's media reaches the caller (bridged, or its early media): through
+            # rtpengine alone. Nothing plays from the notice leg any more: its ports go back.
+            self._release_notice()
 
     def set_tap(self, role: str, tap: PacketTap | None) -> None:
-        if role == "a":
+        if role == "a" and self._notice_stats is None:
             self.prepared.notice.set_tap("a", tap)
 
     def set_filter(self, role: str, keep: Callable[[bytes, float], bool] | None) -> None:

@@ -301,6 +301,11 @@ async def test_call_prepared_then_bridged_recorded_and_deleted(
     assert server.commands()[2:] == ["answer"]
     assert b"c=IN IP4 127.0.0.1" in server.requests[-1]["sdp"]
     assert b"m=audio 7000 " in server.requests[-1]["sdp"]
+    # Bridged: the notice leg's ports go back; its counters stay in the stats.
+    assert not notices[0].closed
+    anchor.set_forwarding("b", True)
+    assert notices[0].closed and not anchor.send_rtp("a", b"x")
+    assert anchor.stats()["notice"] == {"rtp_packets": 1}
     # A re-INVITE moving the caller: offer and answer again, in order.
     anchor.set_remote("a", ("127.0.0.1", 6100), None)
     anchor.start_recording()

@@ -16,14 +16,16 @@ catalog. How a call goes:
    as with the in-process relay.
 3. **Bridging**: the PBX's SDP (183 or 200) becomes a new ng `answer` for tag `b`; rtpengine
    keeps its ports (`port latching`) and now forwards caller <-> PBX. Our relay is out of
-   the media path.
+   the media path: the notice leg's ports go back to the pool.
 4. **Recording** (consenting calls only): ng `start recording` at bridging; rtpengine
    (`--recording-method=pcap`) writes one pcap per call. When the call ends (ng `delete`
    closes the pcap) the packets are read back, told apart by rtpengine's receiving port
    (`port_a`: the caller; `port_b`: the PBX, less what our notice leg sent), and replayed
    with their capture times into the very taps the relay would have fed
    (`recording.tap.CallRecording`), so the WAV, its name, the catalog row, the pauses and
-   the writer's placement are the ones of a relayed call. The pcap is then deleted.
+   the writer's placement are the ones of a relayed call. The pcap is then deleted. A
+   recording stopped mid-call (`recorder ctl stop`) is an ng `stop recording`, which closes
+   the pcap at once; a refused one (C5) is deleted unread.
 
 A refusing caller: no `start recording`, so rtpengine writes nothing for the call.
 

@@ -320,3 +320,31 @@ def test_pause_and_resume_by_control_socket_through_rtpengine(
         assert np.abs(samples[: int(paused_from * 8000) - 800, channel]).max() > 1000
         assert np.abs(samples[int(paused_to * 8000) + 800 :, channel]).max() > 1000
     assert engine.pcaps() == []
+
+
+def test_calls_are_relayed_and_recorded_while_rtpengine_is_down(
+    interop_dir: Path, prompt_pcap: Path, prompt_wav: Path, start_recorder: RecorderFactory
+) -> None:
+    """Fail-safe: with nothing on the ng port, the service says so at start, and each call is
+    relayed in-process (and recorded) instead of failing."""
+    silent = peers.free_udp_port()  # nothing listens there
+    with peers.start_sipp_uas("uas_echo", log_dir=interop_dir, calls=1) as pbx:
+        recorder = start_recorder(
+            pbx_port=pbx.port,
+            media_ports=32,
+            policy_extra=policy_with(),
+            media_extra=f'engine = "rtpengine"\nrtpengine = "127.0.0.1:{silent}"\n',
+        )
+        assert recorder.wait_event("rtpengine.unreachable")
+        uac = peers.run_sipp_uac(
+            "uac_pcap", recorder.external_target, log_dir=interop_dir, pcap=prompt_pcap, timeout=20
+        )
+        pbx.wait(5)
+    uac.assert_ok()
+    assert one_event(recorder, "rtpengine.fallback")["side"] == "external"
+    assert recorder.events("rtpengine.call") == []
+    recorder.wait_event("recording.finalized", timeout=15)
+    rows = recorder.catalog("recordings", "list")
+    assert len(rows) == 1 and rows[0]["state"] == "complete", rows
+    _, left = audio.read_wav(Path(rows[0]["path"]), channel=0)
+    assert audio.peak_xcorr(prompt_wav, left).peak > 0.9

@@ -546,3 +546,19 @@ async def test_a_cancel_does_not_overtake_its_invite(
     assert order == ["INVITE", "CANCEL"]
     # Once the INVITE is in, the call's requests go straight through.
     assert not media.route(cancel, Allow(), Accepting(), lambda: order.append("again"))
+
+
+async def test_srtp_offers_are_relayed_in_process(
+    fake: tuple[FakeRtpengine, NgClient], tmp_path: Path
+) -> None:
+    server, client = fake
+    notices: list[FakeNotice] = []
+    media = media_for(client, notices, tmp_path)
+    offer = sdp(6000).replace(b"RTP/AVP", b"RTP/SAVP") + (
+        b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+    )
+    got: list[Any] = []
+    media.prepare("external", invite_event(offer), lambda: got.append(media.factory("c", "x")))
+    await settle(media)
+    assert server.requests == []  # rtpengine is not asked at all
+    assert isinstance(got[0], FakeNotice) and media.counters["fallbacks"] == 1

@@ -67,6 +67,7 @@ _COMMON: dict[str, Any] = {
 }
 REPLAY_CHUNK = 4000  # packets fed to the writer's taps between two of its batches
 REPLAY_PAUSE = 0.2  # seconds between chunks: longer than the writer's batch interval
+REPLAY_BACKLOG_WAIT = 30.0  # the longest a chunk waits for the writer's pipe to drain
 
 
 # ---------------------------------------------------------------------------- anchors
@@ -584,6 +585,17 @@ class PcapRecording:
         )
         owner.remove_spool_files(paths)
 
+    async def _writer_caught_up(self) -> None:
+        """Back-pressure: many calls ending at once must not fill the writer's pipe (past its
+        limit it drops audio, live calls' included); wait while it holds a backlog."""
+        client = getattr(self.active.owner, "client", None)
+        stats = getattr(client, "stats", None)
+        limit = getattr(client, "max_buffer_bytes", 0) // 4
+        for _ in range(int(REPLAY_BACKLOG_WAIT / 0.05)):
+            if stats is None or stats().get("buffered_bytes", 0) <= limit:
+                return
+            await asyncio.sleep(0.05)
+
     async def _replay(self, parts: list[tuple[str, bytes, float]], offset: float) -> None:
         legs = {"a": self.anchor.legs[0], "b": self.anchor.legs[1]}
         recording = self.active.recording
@@ -603,6 +615,7 @@ class PcapRecording:
                 tap(data, arrival)
             if index % REPLAY_CHUNK == REPLAY_CHUNK - 1:
                 await asyncio.sleep(REPLAY_PAUSE)  # the writer's batch goes out meanwhile
+                await self._writer_caught_up()
         for at, what in marks[mark:]:
             if what == "pause":
                 recording.pause(at)

@@ -562,3 +562,34 @@ async def test_srtp_offers_are_relayed_in_process(
     await settle(media)
     assert server.requests == []  # rtpengine is not asked at all
     assert isinstance(got[0], FakeNotice) and media.counters["fallbacks"] == 1
+
+
+async def test_replay_waits_while_the_writers_pipe_is_backlogged(
+    fake: tuple[FakeRtpengine, NgClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recorder.call.rtpengine as module
+
+    monkeypatch.setattr(module, "REPLAY_CHUNK", 2)
+    monkeypatch.setattr(module, "REPLAY_PAUSE", 0.0)
+    _server, client = fake
+    media = media_for(client, [], tmp_path)
+    got: list[Any] = []
+    media.prepare("external", invite_event(sdp(6000)), lambda: got.append(media.factory("c", "x")))
+    await settle(media)
+    anchor: RtpengineAnchor = got[0]
+    backlog = [40 << 20, 20 << 20, 0, 0, 0]  # bytes queued, as the writer client says
+
+    class Writer:
+        max_buffer_bytes = 32 << 20
+
+        def stats(self) -> dict[str, int]:
+            return {"buffered_bytes": backlog.pop(0) if backlog else 0}
+
+    active = FakeActive()
+    active.client = Writer()  # type: ignore[attr-defined]
+    fed: list[int] = []
+    anchor.legs[0].on_packet = lambda data, arrival: fed.append(len(backlog))
+    parts = [("a", rtp(n), float(n)) for n in range(5)]
+    await PcapRecording(media, anchor, active)._replay(parts, 0.0)
+    # Two packets, then the wait until the backlog is under a quarter of the limit.
+    assert fed == [5, 5, 2, 2, 1]

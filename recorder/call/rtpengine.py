@@ -352,6 +352,10 @@ class RtpengineMedia:
             return False
         spool = self.spool / "pcaps"
         log.info("rtpengine.ready", spool=str(spool), spool_present=spool.is_dir())
+        left = sorted(spool.glob("*.pcap")) if spool.is_dir() else []
+        if left:
+            # A previous run was killed mid-call: these recordings were never read back.
+            log.error("rtpengine.unconverted_pcaps", count=len(left), first=left[0].name)
         return True
 
     # --- new INVITEs

@@ -212,6 +212,11 @@ def test_consenting_call_is_forwarded_by_rtpengine_and_recorded(
     converted = recorder.wait_event("rtpengine.recording_converted", timeout=20)[0]
     assert converted["pcaps"] == 1, converted
     assert converted["packets_a"] > 100 and converted["packets_b"] > 100, converted
+    # Our relay heard the caller during the notice only: after the bridge, rtpengine alone
+    # carried (and recorded) the caller's packets.
+    notice = one_event(recorder, "call.ended")["media"]["notice"]
+    heard = notice["rtp_packets"] + converted["packets_a"]
+    assert abs(heard - deleted["packets_a"]) <= 30, (notice, converted, deleted)
     finalized = recorder.wait_event("recording.finalized", timeout=15)[0]
     assert finalized["state"] == "complete"
 

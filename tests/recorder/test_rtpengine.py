@@ -593,3 +593,13 @@ async def test_replay_waits_while_the_writers_pipe_is_backlogged(
     await PcapRecording(media, anchor, active)._replay(parts, 0.0)
     # Two packets, then the wait until the backlog is under a quarter of the limit.
     assert fed == [5, 5, 2, 2, 1]
+
+
+async def test_start_check_reports_pcaps_a_killed_run_left(
+    fake: tuple[FakeRtpengine, NgClient], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _server, client = fake
+    (tmp_path / "pcaps").mkdir()
+    (tmp_path / "pcaps" / "0123abcd-ff.pcap").write_bytes(b"")
+    assert await media_for(client, [], tmp_path).check()
+    assert "rtpengine.unconverted_pcaps" in capsys.readouterr().out

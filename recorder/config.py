@@ -91,6 +91,11 @@ class MediaConfig:
     srtp_mixed: bool = False
     # Media worker processes relaying the RTP (issue 18); 0 = the service's own loop does.
     workers: int = 0
+    # Who forwards the RTP: "relay" (in process) or "rtpengine" (driven over its ng protocol
+    # at `rtpengine`, recordings read from its pcap spool `rtpengine_spool`; issue 19).
+    engine: str = "relay"
+    rtpengine: Address = ("127.0.0.1", 2223)
+    rtpengine_spool: Path = Path("/var/spool/rtpengine")
 
 
 MAX_MEDIA_WORKERS = 64
@@ -112,6 +117,7 @@ def _media_workers(reader: _Reader, media: Mapping[str, Any]) -> int:
 
 
 WHEN_FULL = ("connect_unrecorded", "reject")
+MEDIA_ENGINES = ("relay", "rtpengine")
 # A node name is one path component: letters, digits, dot, dash, underscore; not all digits
 # (storage.dir/YYYY/ is the layout of recordings made before node names), not `training`.
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -559,7 +565,11 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         t4=reader.number(timers_table, "sip.timers.t4", 5.0, 0.01),
     )
 
-    media = reader.table(data, "media", {"address", "ports", "srtp_mixed", "workers"})
+    media = reader.table(
+        data,
+        "media",
+        {"address", "ports", "srtp_mixed", "workers", "engine", "rtpengine", "rtpengine_spool"},
+    )
     workers = _media_workers(reader, media)
     srtp_mixed = media.get("srtp_mixed", False)
     if not isinstance(srtp_mixed, bool):
@@ -588,6 +598,13 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
             reader.error("media.ports", f"must be a range within 1024-65535, got {ports!r}")
     if first % 2:
         first += 1  # RTP on even ports, RTCP on the odd one above (RFC 3550 §11)
+    engine = reader.string(media, "media.engine", "relay")
+    if engine not in MEDIA_ENGINES:
+        if isinstance(media.get("engine"), str):  # else reader.string said it already
+            reader.error("media.engine", f"must be 'relay' or 'rtpengine', got {engine!r}")
+        engine = "relay"
+    rtpengine = reader.address(media, "media.rtpengine", "127.0.0.1:2223")
+    spool = Path(reader.string(media, "media.rtpengine_spool", "/var/spool/rtpengine"))
 
     storage = reader.table(
         data, "storage", {"dir", "database", "when_full", "min_free_mb", "journal"}
@@ -633,7 +650,16 @@ def config_from_mapping(data: Mapping[str, Any], path: Path, text: str = "") -> 
         service=service_config,
         external=external,
         internal=internal,
-        media=MediaConfig(media_address, first, last, srtp_mixed, workers),
+        media=MediaConfig(
+            media_address,
+            first,
+            last,
+            srtp_mixed,
+            workers,
+            engine=engine,
+            rtpengine=rtpengine,
+            rtpengine_spool=spool,
+        ),
         storage=storage_config,
         timers=timers,
         raw=data,

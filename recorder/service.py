@@ -115,12 +115,19 @@ class Service:
         runtimes: dict[str, SipSideRuntime] = {}
 
         def handler_for(name: str) -> Callable[[SipEndpoint, TransactionEvent], None]:
-            def on_event(_endpoint: SipEndpoint, event: TransactionEvent) -> None:
+            def deliver(event: TransactionEvent) -> None:
                 assert self.b2bua is not None and self.media is not None
                 with self.media.handling():
                     self.b2bua.handle_event(runtimes[name], event, loop.time())
                 self._rearm()
                 self._report_status()
+
+            def on_event(_endpoint: SipEndpoint, event: TransactionEvent) -> None:
+                assert self.media is not None
+                # With rtpengine, a new call's ports are asked for first (the factory is
+                # synchronous): the event is delivered once they are known.
+                if not self.media.route(event, runtimes[name].config, self.b2bua, deliver):
+                    deliver(event)
 
             return on_event
 
@@ -134,10 +141,8 @@ class Service:
 
         self.media = MediaPlane(
             self.pool,
-            config.media.address,
-            workers=config.media.workers,
+            config.media,
             srtp_sides=config.srtp_sides,
-            srtp_mixed=config.media.srtp_mixed,
             on_lost=self._media_lost,
             loop=loop,
         )
@@ -161,7 +166,7 @@ class Service:
             media_of=self.media.media_of,
             on_change=self._rearm,
             call_log=call_log,
-            recording_factory=recorder.start,
+            recording_factory=self.media.wrap_recording(recorder.start),
             storage_full=recorder.storage_full,
             when_full=config.storage.when_full,
         )
@@ -198,6 +203,7 @@ class Service:
             external=_listening(config.external),
             internal=_listening(config.internal),
             media_ports=f"{config.media.port_first}-{config.media.port_last}",
+            media_engine=config.media.engine,
         )
 
     async def _check_voice(self) -> None:

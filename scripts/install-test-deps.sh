@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop tests drive (sipp, baresip, sox, espeak-ng), Debian's
 # age (the sealed-export tests decrypt with it), Chromium with its driver (console tests) and
-# PostgreSQL (the catalog tests start a throwaway server of their own, tests/pg.py) and
-# Kamailio (the dispatcher in front of two recorder nodes, tests/interop/test_kamailio_nodes.py).
+# PostgreSQL (the catalog tests start a throwaway server of their own, tests/pg.py),
+# Kamailio (the dispatcher in front of two recorder nodes, tests/interop/test_kamailio_nodes.py)
+# and rtpengine (Debian's rtpengine-daemon, the optional media plane, run by
+# tests/interop/test_rtpengine_path.py in userspace on its own ports; ~88 packages with its
+# ffmpeg libraries; the package's own systemd unit is not used by the tests).
 #
 # Idempotent: installs only what is missing. As root: waits for any running
 # apt/dpkg (another installer may be busy with these very packages), re-checks,
@@ -26,9 +29,10 @@ declare -A PACKAGE_OF=(
   [initdb]=postgresql
   [pg_ctl]=postgresql
   [kamailio]=kamailio
+  [rtpengine]=rtpengine-daemon
 )
 TOOLS=(sipp baresip sox espeak-ng systemd-analyze flite age age-keygen chromium chromedriver
-  initdb pg_ctl kamailio)
+  initdb pg_ctl kamailio rtpengine)
 LOCK_WAIT_S=${LOCK_WAIT_S:-900}
 
 have_tool() {

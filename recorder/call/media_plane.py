@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from recorder.call.rtpengine import RtpengineAnchor, RtpengineMedia
 from recorder.call.sdp_anchor import CryptoRewrite
+from recorder.config import MediaConfig, SipSide
+from recorder.media.ng import NgClient
 from recorder.media.ports import PortPool
 from recorder.media.relay import MediaLeg, MediaSession
 from recorder.media.sdes import SdesNegotiator
@@ -19,6 +22,7 @@ from recorder.media.workers import MediaWorkers, WorkerSession
 from recorder.ops import logs
 from recorder.ops.logs import get_logger
 from recorder.recording.tap import TappableLeg
+from sip.transaction import TransactionEvent
 
 Address = tuple[str, int]
 log = get_logger("recorder.media")
@@ -88,28 +92,37 @@ class _Call(Protocol):
 
 
 class MediaPlane:
-    """The factory of the calls' media, and the way back from a call to its legs."""
+    """The factory of the calls' media, and the way back from a call to its legs.
+
+    `[media] engine = "rtpengine"` (issue 19): rtpengine forwards each call it can take
+    (`recorder.call.rtpengine`); the notice leg, and the calls it cannot take, are ours
+    (in-process or on the workers)."""
 
     def __init__(
         self,
         pool: PortPool,
-        address: str,
+        media: MediaConfig,
         *,
-        workers: int,
         srtp_sides: Callable[[str], dict[str, tuple[str, str]]],
-        srtp_mixed: bool,
         on_lost: Callable[[str], None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.pool = pool
-        self.address = address
+        self.config = media
+        self.address = media.address
         self.loop = loop
         self._srtp_sides = srtp_sides
-        self._srtp_mixed = srtp_mixed
+        self._srtp_mixed = media.srtp_mixed
         self.workers: MediaWorkers | None = None
-        if workers > 0:
+        self.rtpengine: RtpengineMedia | None = None
+        if media.workers > 0:
             self.workers = MediaWorkers(
-                workers, pool, address, on_lost=on_lost, loop=loop, log_settings=logs.settings
+                media.workers,
+                pool,
+                media.address,
+                on_lost=on_lost,
+                loop=loop,
+                log_settings=logs.settings,
             )
 
     @contextlib.contextmanager
@@ -129,13 +142,47 @@ class MediaPlane:
     async def start(self) -> None:
         if self.workers is not None:
             await self.workers.start()
+        if self.config.engine == "rtpengine":
+            client = NgClient(self.config.rtpengine)
+            await client.start()
+            self.rtpengine = RtpengineMedia(
+                client,
+                media_address=self.address,
+                spool=self.config.rtpengine_spool,
+                relay_factory=self._ours,
+                loop=self.loop,
+            )
+            await self.rtpengine.check()
 
     async def aclose(self) -> None:
+        if self.rtpengine is not None:
+            await self.rtpengine.aclose()  # its last recordings go to the writer first
         if self.workers is not None:
             await self.workers.aclose()
 
-    def factory(self, call_id: str, caller_side: str) -> RelayAnchor | WorkerSession:
+    def route(
+        self,
+        event: TransactionEvent,
+        side: SipSide,
+        b2bua: Any,
+        deliver: Callable[[TransactionEvent], None],
+    ) -> bool:
+        """True when rtpengine holds `event` (a new call's INVITE, or what follows it while
+        rtpengine is asked): it is delivered later."""
+        if self.rtpengine is None:
+            return False
+        return self.rtpengine.route(event, side, b2bua, lambda: deliver(event))
+
+    def wrap_recording(self, start: Callable[[Any, Any, float], Any]) -> Callable[..., Any]:
+        return start if self.rtpengine is None else self.rtpengine.wrap_recording(start)
+
+    def factory(self, call_id: str, caller_side: str) -> Any:
         """The B2BUA's `MediaFactory`: a new call's media (RuntimeError when there is no room)."""
+        if self.rtpengine is not None:
+            return self.rtpengine.factory(call_id, caller_side)
+        return self._ours(call_id, caller_side)
+
+    def _ours(self, call_id: str, caller_side: str) -> RelayAnchor | WorkerSession:
         sides = self._srtp_sides(caller_side)
         if self.workers is not None:
             return self.workers.open(call_id, (sides, self._srtp_mixed))
@@ -143,9 +190,9 @@ class MediaPlane:
         return RelayAnchor(session, session.srtp_negotiator(sides, allow_mixed=self._srtp_mixed))
 
     @staticmethod
-    def media_of(call: _Call) -> RelayAnchor | WorkerSession | None:
+    def media_of(call: _Call) -> RelayAnchor | WorkerSession | RtpengineAnchor | None:
         media = call.media
-        return media if isinstance(media, (RelayAnchor, WorkerSession)) else None
+        return media if isinstance(media, (RelayAnchor, WorkerSession, RtpengineAnchor)) else None
 
     @staticmethod
     def legs_of(call: _Call) -> tuple[TappableLeg, TappableLeg] | None:
@@ -154,6 +201,8 @@ class MediaPlane:
             return media.session.leg_a, media.session.leg_b
         if isinstance(media, WorkerSession):
             return media.leg_a, media.leg_b
+        if isinstance(media, RtpengineAnchor):
+            return media.legs
         return None
 
     @staticmethod

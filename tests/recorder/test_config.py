@@ -325,3 +325,44 @@ def test_bad_media_workers_name_file_line_and_key(tmp_path: Path, value: str) ->
     assert ': media.workers: must be "auto" or a whole number from 0 to 64' in problem
     line = int(problem.split(": ")[0].rsplit(":", 1)[1])
     assert text.splitlines()[line - 1].startswith("workers =")
+
+
+def test_media_engine_defaults_to_the_relay(tmp_path: Path) -> None:
+    media = load_config(write(tmp_path, GOOD)).media
+    assert media.engine == "relay"
+    assert media.rtpengine == ("127.0.0.1", 2223)
+    assert media.rtpengine_spool == Path("/var/spool/rtpengine")
+
+
+def test_media_engine_rtpengine(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'ports = "20001-29999"',
+        'ports = "20001-29999"\nengine = "rtpengine"\nrtpengine = "127.0.0.1:22222"\n'
+        'rtpengine_spool = "/srv/rtpengine"',
+    )
+    media = load_config(write(tmp_path, text)).media
+    assert media.engine == "rtpengine"
+    assert media.rtpengine == ("127.0.0.1", 22222)
+    assert media.rtpengine_spool == Path("/srv/rtpengine")
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "message"),
+    [
+        ('engine = "kernel"', "media.engine", "must be 'relay' or 'rtpengine'"),
+        ("engine = 1", "media.engine", "must be a string"),
+        ('rtpengine = "localhost"', "media.rtpengine", "must be HOST:PORT"),
+        ('rtpengine = "127.0.0.1:0"', "media.rtpengine", "must be HOST:PORT"),
+        ("rtpengine_spool = 3", "media.rtpengine_spool", "must be a string"),
+    ],
+)
+def test_bad_media_engine_keys_name_key_and_line(
+    tmp_path: Path, line: str, key: str, message: str
+) -> None:
+    text = GOOD.replace('ports = "20001-29999"', f'ports = "20001-29999"\n{line}')
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    number = text.splitlines().index(line) + 1
+    assert problem.startswith(f"{path}:{number}: {key}: {message}"), problem

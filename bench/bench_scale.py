@@ -134,6 +134,14 @@ def children_of(roots: list[int]) -> list[int]:
     return out
 
 
+def host_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle (all cores, /proc/stat), since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / cp.CLK_TCK
+
+
 def pss_kib(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -466,41 +474,61 @@ def lag_figures(before: dict[str, float], after: dict[str, float], last: list[fl
 # --------------------------------------------------------------------------- recordings
 
 
-def pcap_summary(path: Path) -> tuple[int, float]:
-    """(records, seconds from the first to the last) of a classic pcap file."""
+PCAP_LINK_OFFSET = {1: 14, 101: 0, 12: 0, 14: 0, 113: 16, 228: 0, 276: 20}  # to the IP header
+
+
+def pcap_summary(path: Path) -> tuple[int, float, dict[str, float]]:
+    """(records, seconds from the first to the last, {UDP source: seconds of audio from its
+    first RTP timestamp to its last, 8 kHz}) of a classic pcap file (IPv4 over the common
+    link types): the audio each party's packets span, whatever their jitter on arrival."""
     data = path.read_bytes()
     if len(data) < 24:
-        return 0, 0.0
+        return 0, 0.0, {}
     endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
     nano = data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    link = PCAP_LINK_OFFSET.get(struct.unpack_from(endian + "I", data, 20)[0])
     off, count, first, last = 24, 0, None, 0.0
+    per_source: dict[str, list[int]] = {}
     while off + 16 <= len(data):
         sec, frac, incl = struct.unpack_from(endian + "III", data, off)
         t = sec + frac / (1e9 if nano else 1e6)
         first = t if first is None else first
         last = t
+        ip = off + 16 + (link if link is not None else 0)
+        if link is not None and ip + 24 <= off + 16 + incl and data[ip] >> 4 == 4:
+            ihl = (data[ip] & 0x0F) * 4
+            src = ".".join(str(b) for b in data[ip + 12 : ip + 16])
+            key = f"{src}:{struct.unpack_from('!H', data, ip + ihl)[0]}"
+            rtp = ip + ihl + 8
+            if rtp + 12 <= off + 16 + incl and data[rtp] >> 6 == 2:
+                ts = struct.unpack_from("!I", data, rtp + 4)[0]
+                span = per_source.setdefault(key, [ts, ts])
+                span[1] = ts  # unwrapped below: a 60-s call's 480,000 ticks never wrap twice
         off += 16 + incl
         count += 1
-    return count, (last - first) if first is not None else 0.0
+    spans = {k: ((v[1] - v[0]) % (1 << 32)) / 8000 for k, v in per_source.items()}
+    return count, (last - first) if first is not None else 0.0, spans
 
 
 def rtpengine_recordings(
     rec_dir: Path, calls: int, pcap_packets: int, reached: int
 ) -> dict[str, Any]:
     """One pcap per call: present, holding every packet that reached rtpengine
-    (`reached`: sent by both sipps, from the kernel counters), durations right."""
+    (`reached`: sent by both parties, from the kernel counters), each party's span right
+    (the whole file's span when the sources cannot be told apart)."""
     files = sorted(rec_dir.rglob("*.pcap"))
     media_s = pcap_packets * 0.020
     short = off = 0
     spans: list[float] = []
     packets = 0
     for f in files:
-        n, span = pcap_summary(f)
+        n, span, by_source = pcap_summary(f)
         packets += n
         # Both directions recorded: 2 x pcap_packets; span + one ptime ~ media sent.
         short += n < 2 * pcap_packets
-        spans.append(span + 0.020)
-        off += abs(span + 0.020 - media_s) > DURATION_TOLERANCE_S
+        parties = list(by_source.values()) if len(by_source) == 2 else [span]
+        spans += [p + 0.020 for p in parties]
+        off += any(abs(p + 0.020 - media_s) > DURATION_TOLERANCE_S for p in parties)
     return {
         "files": len(files),
         "expected": calls,
@@ -815,6 +843,7 @@ def run_one_rtpload(system: str, n: int, args: argparse.Namespace, work: Path) -
                 cpu_s, pss, rss = t.sample()
                 sample[t.name] = [round(cpu_s, 3), pss, rss]
             sample["load"] = [round(load_tree.sample()[0], 3)]
+            sample["host"] = round(host_busy_seconds(), 2)
             if metrics_port is not None:
                 m = scrape(metrics_port)
                 if "recorder_event_loop_lag_last_seconds" in m:
@@ -888,6 +917,14 @@ def run_one_rtpload(system: str, n: int, args: argparse.Namespace, work: Path) -
             "send_lag": [w["send_lag"] for w in result["workers"]],
         }
         out["loadgen_cores"] = out["load_gen"]["plateau_cores"]
+        # The whole machine on the plateau: with the system and the generator, anything else
+        # running on this shared host shows here (and softirq work of the loopback).
+        hpts = [(s["t"], s["host"]) for s in plateau]
+        out["host_busy_cores_plateau"] = (
+            round((hpts[-1][1] - hpts[0][1]) / (hpts[-1][0] - hpts[0][0]), 3)
+            if len(hpts) > 1
+            else None
+        )
         system_figures(out, trees, samples, plateau, idle, n, wall)
         if profiles is not None:
             out["profile"] = finish_profiles(profiles, args.profile)
@@ -1251,9 +1288,9 @@ def markdown(runs: list[dict[str, Any]], env: dict[str, Any], params: dict[str, 
             else "| UAS socket drops "
         )
         + "| cores (plateau) | mcores/call | CPU/call ÷ rtpengine's "
-        + ("| load gen cores (send lag max ms) " if rtpload else "| sipp cores ")
+        + ("| load gen cores (send lag max ms) | host busy cores " if rtpload else "| sipp cores ")
         + "| KiB/call (PSS) | peak loop lag ms | recordings complete | verdict |",
-        "|" + "---|" * (19 if rtpload else 17),
+        "|" + "---|" * (20 if rtpload else 17),
     ]
     theirs = {r["n"]: r.get("sut_mcores_per_call") for r in runs if r["system"] == "rtpengine"}
     for r in runs:
@@ -1294,7 +1331,10 @@ def markdown(runs: list[dict[str, Any]], env: dict[str, Any], params: dict[str, 
                 f"| {fwd.get('late', 'n/a')} / {back.get('late', 'n/a')} "
                 f"| {fmt(nft.get('forward_loss_pct'))} / {fmt(nft.get('back_loss_pct'))} "
             )
-            gen_s = f"{fmt(gen.get('plateau_cores'))} ({fmt(gen.get('send_lag_max_ms'))})"
+            gen_s = (
+                f"{fmt(gen.get('plateau_cores'))} ({fmt(gen.get('send_lag_max_ms'))}) "
+                f"| {fmt(r.get('host_busy_cores_plateau'))}"
+            )
         else:
             middle = f"| {rtp.get('callee_socket_drops', 'n/a')} "
             gen_s = fmt(r.get("sipp_cores"))
@@ -1327,7 +1367,9 @@ def markdown(runs: list[dict[str, Any]], env: dict[str, Any], params: dict[str, 
             "late: received more than the limit after it was sent; kernel loss: the same from "
             "nftables counters (left one party's ports, reached the other's), a cross-check. "
             "load gen cores: bench/rtpload.py's processes on the plateau, and the worst lateness "
-            "of its 20-ms sends (its own health: a loaded host shows there first). "
+            "of its 20-ms sends (its own health: a loaded host shows there first); host busy "
+            "cores: the whole machine's non-idle CPU on the plateau (/proc/stat), so that what "
+            "else ran on this shared host is seen: with 2 cores, 2 means nothing was left. "
             if rtpload
             else "RTP loss: kernel counters (nftables) of packets leaving one sipp and reaching "
             "the other's host, both directions; UAS socket drops: the stand-in PBX's own echo "

@@ -91,6 +91,7 @@ class Stream:
     out_of_order: int = 0
     late: int = 0
     stray: int = 0
+    socket_drops: int = 0
     peer: int = -1  # the sending stream's id, from the payload
     max_seq: int = -1
     seen: bytearray = field(default_factory=bytearray)
@@ -108,6 +109,7 @@ class Stream:
             "out_of_order": self.out_of_order,
             "late": self.late,
             "stray": self.stray,
+            "socket_drops": self.socket_drops,
             "peer": self.peer,
             "latency_max_ms": round(self.latency_max_ns / 1e6, 2),
             "latency_hist": self.latency_hist,
@@ -176,7 +178,9 @@ def worker_main(
     while True:
         now = time.monotonic_ns()
         due = base + tick * GRID_NS
-        while due <= now:
+        # One tick at a time between polls: a process that fell behind catches up on its
+        # sends without leaving its sockets unread meanwhile.
+        if due <= now:
             lag = now - due
             lag_max = max(lag_max, lag)
             lag_hist[bisect_right(bounds_ns, lag)] += 1
@@ -205,7 +209,6 @@ def worker_main(
             slots[tick % PHASES] = keep
             tick += 1
             due += GRID_NS
-            now = time.monotonic_ns()
         # Never block in epoll: a process asleep in epoll_wait is woken by every datagram
         # (a context switch per packet); asleep in nanosleep, datagrams only queue, and the
         # next poll takes them all (arrival times then have the grid's 2-ms resolution).
@@ -268,6 +271,15 @@ def worker_main(
             st.latency_hist[bisect_right(bounds_ns, lat)] += 1
         if finishing_at is not None and time.monotonic_ns() >= finishing_at:
             break
+    # The sockets' own drops (receive queue full: this process did not read in time), from
+    # /proc/net/udp while they are still open: the harness's loss, not the system's.
+    by_port = {st.sock.getsockname()[1]: st for st in streams.values()}
+    with open("/proc/net/udp") as table:
+        for line in table.read().splitlines()[1:]:
+            cols = line.split()
+            st_drop = by_port.get(int(cols[1].rsplit(":", 1)[1], 16))
+            if st_drop is not None:
+                st_drop.socket_drops = int(cols[-1])
     conn.send(
         (
             "result",
@@ -899,6 +911,8 @@ def summarize(streams: dict[str, dict[str, Any]], prefix: str, expected: int) ->
         "duplicates": sum(v["duplicates"] for v in rx),
         "out_of_order": sum(v["out_of_order"] for v in rx),
         "stray": sum(v["stray"] for v in rx),
+        # Dropped by the receiving party's own socket (the generator did not read in time).
+        "receiver_socket_drops": sum(v.get("socket_drops", 0) for v in rx),
         "send_errors": sum(v["send_errors"] for v in senders.values()),
         "latency_max_ms": max((v["latency_max_ms"] for v in rx), default=None),
         "latency_p99_bucket_ms": p99,

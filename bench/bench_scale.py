@@ -134,12 +134,15 @@ def children_of(roots: list[int]) -> list[int]:
     return out
 
 
-def host_busy_seconds() -> float:
-    """CPU seconds the whole machine spent not idle (all cores, /proc/stat), since boot."""
+def host_cpu_seconds() -> tuple[float, float, float]:
+    """(busy, of which softirq, of which steal) CPU seconds of the whole machine since boot,
+    all cores (/proc/stat): what else ran on this shared host, and what the loopback's
+    softirq work and the hypervisor took."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    fields += [0] * (8 - len(fields))
+    idle = fields[3] + fields[4]  # idle + iowait
     busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
-    return busy / cp.CLK_TCK
+    return busy / cp.CLK_TCK, fields[6] / cp.CLK_TCK, fields[7] / cp.CLK_TCK
 
 
 def pss_kib(pid: int) -> int | None:
@@ -843,7 +846,7 @@ def run_one_rtpload(system: str, n: int, args: argparse.Namespace, work: Path) -
                 cpu_s, pss, rss = t.sample()
                 sample[t.name] = [round(cpu_s, 3), pss, rss]
             sample["load"] = [round(load_tree.sample()[0], 3)]
-            sample["host"] = round(host_busy_seconds(), 2)
+            sample["host"] = [round(v, 2) for v in host_cpu_seconds()]
             if metrics_port is not None:
                 m = scrape(metrics_port)
                 if "recorder_event_loop_lag_last_seconds" in m:
@@ -935,11 +938,13 @@ def run_one_rtpload(system: str, n: int, args: argparse.Namespace, work: Path) -
         # The whole machine on the plateau: with the system and the generator, anything else
         # running on this shared host shows here (and softirq work of the loopback).
         hpts = [(s["t"], s["host"]) for s in plateau]
-        out["host_busy_cores_plateau"] = (
-            round((hpts[-1][1] - hpts[0][1]) / (hpts[-1][0] - hpts[0][0]), 3)
-            if len(hpts) > 1
-            else None
-        )
+        span_t = hpts[-1][0] - hpts[0][0] if len(hpts) > 1 else 0.0
+        host = [
+            round((hpts[-1][1][i] - hpts[0][1][i]) / span_t, 3) if span_t else None
+            for i in range(3)
+        ]
+        out["host_busy_cores_plateau"] = host[0]
+        out["host_cores_plateau"] = {"busy": host[0], "softirq": host[1], "steal": host[2]}
         system_figures(out, trees, samples, plateau, idle, n, wall)
         if profiles is not None:
             out["profile"] = finish_profiles(profiles, args.profile)

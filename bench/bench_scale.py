@@ -1301,6 +1301,7 @@ def markdown(runs: list[dict[str, Any]], env: dict[str, Any], params: dict[str, 
     lines = [
         f"# Scale benchmark, {env['date'][:10]}",
         "",
+        *([f"**{params['label']}**", ""] if params.get("label") else []),
         f"Machine: {env['nproc']} cores ({env['cpu_model']}), kernel {env['kernel']}, "
         f"Python {env['python']}. Load: {load_s}. Calls of {params['call_length_s']:g} s, "
         f"{params['pcap_packets']} packets per party, ramp at {RAMP_CPS:g} calls/s to N "
@@ -1486,6 +1487,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out-stem", default=None, help="bench/results/STEM.{json,md,png}")
     p.add_argument(
+        "--label",
+        default="",
+        help="a line said first in the report (e.g. 'Harness validation on a busy host')",
+    )
+    p.add_argument(
         "--stop-at-failure",
         action="store_true",
         help="stop after the first level at which every recorder system failed "
@@ -1571,6 +1577,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_workers": args.load_workers if args.load == "rtpload" else None,
         "late_ms": args.late_ms if args.load == "rtpload" else None,
         "command": " ".join(sys.argv),
+        "label": args.label,
     }
     print(
         f"work dir {work}; {args.load}, {args.pcap_packets} packets per party per call; "
@@ -1594,6 +1601,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 one = run_one_rtpload if args.load == "rtpload" else run_one
                 result = one(system, n, args, work / f"{n}-{system}")
+            except NotStarted as exc:  # the sipp path: reported as rtpload's is
+                result = {
+                    "system": system,
+                    "n": n,
+                    "loadavg_start": cp.loadavg(),
+                    "ok": False,
+                    "not_started": str(exc),
+                    "failures": [str(exc)],
+                    "rtp": {},
+                }
             except Exception as exc:  # one broken run is a result, not a crash
                 traceback.print_exc()
                 result = {

@@ -1306,7 +1306,8 @@ def markdown(runs: list[dict[str, Any]], env: dict[str, Any], params: dict[str, 
         f"Python {env['python']}. Load: {load_s}. Calls of {params['call_length_s']:g} s, "
         f"{params['pcap_packets']} packets per party, ramp at {RAMP_CPS:g} calls/s to N "
         "concurrent; every call recorded (recorder: WAV; rtpengine: pcap). "
-        f"Command: `{params.get('command', '')}`",
+        + (f"Every process of the run at nice {params['nice']}. " if params.get("nice") else "")
+        + f"Command: `{params.get('command', '')}`",
         "",
         "| N | system | load avg at start | host probe ms | calls ok / failed | retrans "
         "| RTP loss fwd / back % "
@@ -1507,6 +1508,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "bench/results/STEM-profiles/)",
     )
     p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the benchmark and everything it starts (system, load, sipp) at this nice "
+        "level, e.g. -10 on a shared host so that other tenants' work takes less from the "
+        "runs (the same for every system; root only below 0)",
+    )
+    p.add_argument(
         "--sipp-nice",
         type=int,
         default=0,
@@ -1552,6 +1561,8 @@ def main(argv: list[str] | None = None) -> int:
     if "rtpengine" in args.systems and not (shutil.which("rtpengine") and shutil.which("kamailio")):
         print("rtpengine/kamailio missing: see bench/bench_scale.py's docstring", file=sys.stderr)
         return 2
+    if args.nice:
+        os.nice(args.nice)  # inherited by every process started from here on
     env = cp.environment()
     env["rtpengine"] = cp.first_line(["rtpengine", "--version"])
     env["kamailio"] = cp.first_line(["kamailio", "-v"])
@@ -1578,6 +1589,7 @@ def main(argv: list[str] | None = None) -> int:
         "late_ms": args.late_ms if args.load == "rtpload" else None,
         "command": " ".join(sys.argv),
         "label": args.label,
+        "nice": args.nice,
     }
     print(
         f"work dir {work}; {args.load}, {args.pcap_packets} packets per party per call; "

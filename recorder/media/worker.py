@@ -284,6 +284,7 @@ class MediaWorker:
             self.channel.send(message)
 
     def _send_stats(self) -> None:
+        self._stats_timer = self.loop.call_later(STATS_INTERVAL, self._send_stats)
         # Sent with no call too: it is the service's proof that this worker's loop turns.
         snapshot = {number: s.stats() for number, s in self.sessions.items()}
         self.channel.send(control("stats", snapshot))

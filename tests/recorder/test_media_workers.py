@@ -247,11 +247,14 @@ async def test_a_recording_tap_takes_the_workers_packed_records_whole(rig: Rig) 
 async def test_a_stuck_worker_is_killed_and_its_calls_ended() -> None:
     pool = PortPool(12600, 12799)
     lost: list[str] = []
-    workers = MediaWorkers(2, pool, HOST, on_lost=lost.append, silence_limit=1.0)
+    workers = MediaWorkers(2, pool, HOST, on_lost=lost.append, silence_limit=2.5)
     await workers.start()
     try:
         one = workers.open("call-1")
         two = workers.open("call-2")
+        # Idle but healthy workers are not taken for stuck: their heartbeat goes on.
+        await asyncio.sleep(4 * workers.silence_limit)
+        assert workers.deaths == 0 and lost == []
         stuck = one.worker
         os.kill(stuck.pid, signal.SIGSTOP)  # its loop stops turning: no heartbeat
         await asyncio.wait_for(stuck.gone, TIMEOUT)

@@ -1141,7 +1141,8 @@ class B2bua:
         leg.side.port.send_stateless(ack, leg.peer, leg.transport)
 
     def _send_bye(self, call: Call, leg: Leg, now: float) -> None:
-        if leg.dialog is None:
+        # A leg whose dialog already ended (its party's BYE came first) gets no BYE of ours.
+        if leg.dialog is None or leg.dialog.state is DialogState.TERMINATED:
             return
         bye = leg.dialog.create_request("BYE")
         key = leg.side.port.send_request(bye, leg.peer, leg.transport)

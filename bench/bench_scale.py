@@ -8,9 +8,10 @@ PCMU 20 ms both ways, towards a stand-in PBX, through
   pass at a level before a failure there counts against a system);
 - `rtpengine`: kamailio (bench/kamailio/kamailio.cfg) + rtpengine (userspace
   forwarding, `--recording-method=pcap`, one pcap per call);
-- `recorder`: `recorder serve`, policy "record every inbound call, no notice";
+- `recorder`: `recorder serve` with `[media] workers = 0` (the in-process relay, as before
+  issue 18), policy "record every inbound call, no notice";
 - `recorder-workers`: the same with `[media] workers = 2` (issue 18's media worker
-  processes; a recorder without that key refuses to start: reported, and the run goes on).
+  processes, the default on this 2-core machine).
 
 `--load rtpload` (default): bench/rtpload.py is both the caller and the PBX - SIP over
 UDP from one process (each party's media address learnt from the SDP it receives), RTP
@@ -81,6 +82,7 @@ SYSTEMS = ("direct", "rtpengine", "recorder", "recorder-workers")
 RECORDERS = ("recorder", "recorder-workers")
 LOADS = ("rtpload", "sipp")
 WORKERS_MEDIA_EXTRA = "workers = 2"  # recorder-workers: [media] workers (issue 18)
+RELAY_MEDIA_EXTRA = "workers = 0"  # recorder: the in-process relay, as before issue 18
 UAC_MEDIA_BASE = 24000  # [auto_media_port]: 4 ports per call up from here
 RELAY_MEDIA_FIRST = 10000  # the recorder's and rtpengine's media range (not at once)
 RELAY_MEDIA_LAST = 14999
@@ -737,7 +739,7 @@ def start_system(
     if system == "rtpengine":
         target, trees, rec_dir, _ = stack.enter_context(rtpengine_pair(work, uas_port))
         return target, trees, None, None, rec_dir
-    media_extra = WORKERS_MEDIA_EXTRA if system == "recorder-workers" else ""
+    media_extra = WORKERS_MEDIA_EXTRA if system == "recorder-workers" else RELAY_MEDIA_EXTRA
     rec, metrics_port, note = stack.enter_context(recorder_service(work, uas_port, media_extra))
     if note:
         notes.append(note)
@@ -1001,7 +1003,7 @@ def run_one(system: str, n: int, args: argparse.Namespace, work: Path) -> dict[s
         elif system == "rtpengine":
             target, trees, rec_dir, _ = stack.enter_context(rtpengine_pair(work, uas_port))
         else:
-            media_extra = WORKERS_MEDIA_EXTRA if system == "recorder-workers" else ""
+            media_extra = WORKERS_MEDIA_EXTRA if system == "recorder-workers" else RELAY_MEDIA_EXTRA
             rec, metrics_port, note = stack.enter_context(
                 recorder_service(work, uas_port, media_extra)
             )

@@ -466,9 +466,10 @@ class RtpengineMedia:
             notice_address = (self.media_address, notice.local_port("a"))
             base = {"call-id": ng_call_id, "from-tag": TAG_A, "flags": _FLAGS, **_COMMON}
             offered = await self.client.request({**base, "command": "offer", "sdp": offer})
-            placeholder, _ = anchor_sdp(offer, *notice_address)
+            # Until the PBX answers, rtpengine's callee side is our notice leg.
+            notice_answer, _ = anchor_sdp(offer, *notice_address)
             answered = await self.client.request(
-                {**base, "command": "answer", "to-tag": TAG_B, "sdp": placeholder}
+                {**base, "command": "answer", "to-tag": TAG_B, "sdp": notice_answer}
             )
             side_b = _audio_address(offered.get("sdp"))
             side_a = _audio_address(answered.get("sdp"))

@@ -688,6 +688,11 @@ class B2bua:
         if method == "BYE":
             self._respond(leg.side, key, request, 200, now)
             log.info("call.bye", call_id=call.id, by="caller" if role == "a" else "callee")
+            if role == "a" and not call.a_final_sent:
+                # A BYE on the caller's early dialog (RFC 3261 §15.1.2): its INVITE gets 487.
+                self._send_a_final(
+                    call, self._response(call.a_invite, 487, to_tag=call.a.local_tag), now
+                )
             self._hangup(call, now, reason=f"bye from {role}", send_to=(other.role,))
             return
         if (
@@ -1155,8 +1160,9 @@ class B2bua:
                 self._send_a_final(
                     call, self._response(call.a_invite, 480, to_tag=call.a.local_tag), now
                 )
-            elif role == "b" and call.local is not None and call.bridged_at is None:
-                # Still ringing (or never called) after our own answer: cancel, don't BYE.
+            elif role == "b" and call.bridged_at is None:
+                # Still ringing (or never called): cancel, don't BYE. A BYE would end one
+                # early dialog and leave the INVITE pending (RFC 3261 §15.1.1).
                 if call.b_sent and call.b.invite_key is not None:
                     call.b.side.port.cancel_request(call.b.invite_key)
             else:

@@ -290,6 +290,52 @@ def test_bye_from_the_pbx_ends_the_caller_leg() -> None:
     assert h.media[0].closed
 
 
+def test_caller_bye_on_the_early_dialog_ends_its_invite_and_cancels_the_pbx() -> None:
+    """RFC 3261 §15.1.2: the caller's INVITE gets 487; the B leg, still ringing, is
+    CANCELled (a BYE would end one early dialog and leave its INVITE pending)."""
+    h = Harness()
+    a_key = h.receive(h.external, invite())
+    assert a_key is not None
+    h.answer_b(183, sdp=sdp("127.0.0.1", 16000))
+    early = next(r for k, r in h.ext_port.responses if k == a_key and r.status == 183)
+    bye_key = h.receive(h.external, in_dialog("BYE", 11, early.to.tag or ""))
+    assert bye_key is not None
+    assert h.ext_port.statuses(bye_key) == [200]
+    assert h.ext_port.statuses(a_key)[-1] == 487
+    b_key, _ = h.b_invite()
+    assert h.int_port.cancelled == [b_key]
+    assert [r.method for _, r, _ in h.int_port.requests] == ["INVITE"]  # no BYE
+    assert h.media[0].closed
+    assert h.b2bua.active_calls() == 0
+
+
+def test_pbx_bye_on_the_early_dialog_is_refused_and_the_call_rings_on() -> None:
+    """RFC 3261 §15: a callee must not BYE an early dialog; the B leg's dialog is known
+    to the B2BUA from its 2xx only, so such a BYE gets 481 and changes nothing."""
+    h = Harness()
+    a_key = h.receive(h.external, invite())
+    assert a_key is not None
+    h.answer_b(183, sdp=sdp("127.0.0.1", 16000))
+    b_key, b = h.b_invite()
+    bye = (
+        "BYE sip:recorder@127.0.0.1:5062 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpbxbye\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:5551234@127.0.0.1>;tag=pbxtag\r\n"
+        f"To: {b.headers.get('From')}\r\n"
+        f"Call-ID: {b.call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    key = h.receive(h.internal, bye, source=PBX)
+    assert key is not None
+    assert h.int_port.statuses(key) == [481]
+    assert h.ext_port.statuses(a_key)[-1] == 183
+    assert h.int_port.cancelled == []
+    assert not h.media[0].closed
+    h.answer_b(200, sdp=sdp("127.0.0.1", 16000))
+    assert h.ext_port.statuses(a_key)[-1] == 200
+    assert h.b_invite()[0] == b_key
+
+
 def test_cancel_before_answer_then_late_200_is_acked_and_released() -> None:
     h = Harness()
     a_key = h.receive(h.external, invite())

@@ -85,6 +85,11 @@ FORMATS: Final[dict[str, str]] = {"pcm16": "PCM_16", "ulaw": "ULAW", "alaw": "AL
 _FRAME_HEADER: Final = struct.Struct("!i")
 _READ_SIZE: Final = 1 << 16
 DISK_FULL: Final = "disk full"
+# A call's placed audio goes to its file at most this often. Each write costs a fixed
+# ~80 us (numpy placement, libsndfile, the syscall) whatever it holds: written every
+# batch (150 ms) that was a quarter of the writer's CPU (bench/bench_writer.py). A crash
+# of the writer loses what it held: at most this much more than the batch in flight.
+WRITE_INTERVAL: Final = 1.0
 # Errors that mean "no room", as opposed to a broken disk: the file is truncated, not failed.
 _NO_ROOM: Final = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: "disk quota exceeded"}
 
@@ -177,7 +182,18 @@ class _Sink:
 
 
 class _Call:
-    __slots__ = ("error", "fd", "file", "final", "format", "part", "sink", "timeline", "truncated")
+    __slots__ = (
+        "error",
+        "fd",
+        "file",
+        "final",
+        "format",
+        "part",
+        "sink",
+        "timeline",
+        "truncated",
+        "written_at",
+    )
 
     def __init__(
         self, sink: _Sink, part: Path, final: Path, fmt: str, timeline: StereoTimeline
@@ -190,6 +206,7 @@ class _Call:
         self.timeline = timeline
         self.error: str | None = None
         self.truncated: str | None = None  # why the disk stopped this file ("disk full")
+        self.written_at = float("-inf")  # the batch time of its last write
         self.file: sf.SoundFile | None = sf.SoundFile(
             sink, "w", CLOCK_RATE, 2, FORMATS[fmt], format="WAV"
         )
@@ -318,8 +335,12 @@ class _Writer:
                 continue
             call.timeline.add_records(raw)
         for call_id, call in calls.items():
-            if call.file is not None:
-                self._write(call_id, call, call.timeline.flush(now))
+            # Calls opened at different times write at different ticks: no burst.
+            if call.file is not None and now - call.written_at >= WRITE_INTERVAL:
+                block = call.timeline.flush(now)
+                if len(block):
+                    call.written_at = now
+                    self._write(call_id, call, block)
 
     def close(self, call_id: str, at: float) -> None:
         call = self.calls.pop(call_id, None)

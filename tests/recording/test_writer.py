@@ -30,6 +30,7 @@ from recorder.recording.repair import parse_layout, repair_all
 from recorder.recording.tap import CallRecording
 from recorder.recording.timeline import RECORD
 from recorder.recording.writer import (
+    WRITE_INTERVAL,
     PacketTap,
     RecordingFormat,
     RecordingWriterClient,
@@ -217,6 +218,8 @@ def test_service_killed_mid_call_leaves_a_part_that_repair_makes_playable(
     for start in range(0, len(packets), 40):
         raw = b"".join(RECORD.pack(ch, at, len(p)) + p for ch, p, at in packets[start:][:40])
         parent.send_bytes(pickle.dumps(("tick", time.monotonic(), {"c": raw})))
+    # The service's next tick, a write interval later: what the writer held goes out.
+    parent.send_bytes(pickle.dumps(("tick", time.monotonic() + WRITE_INTERVAL, {})))
     part_path = Path(part)
     written = 44 + 3 * 8000 * 4
     deadline = time.monotonic() + DEADLINE

@@ -11,7 +11,10 @@ PCMU 20 ms both ways, towards a stand-in PBX, through
 - `recorder`: `recorder serve` with `[media] workers = 0` (the in-process relay, as before
   issue 18), policy "record every inbound call, no notice";
 - `recorder-workers`: the same with `[media] workers = 2` (issue 18's media worker
-  processes, the default on this 2-core machine).
+  processes, the default on this 2-core machine);
+- `baseline`: `recorder-workers` run from another checkout (`--baseline DIR`, e.g. a
+  `git worktree` of an earlier commit), so that a change is measured before and after in
+  the same run, on the same host at the same hour.
 
 `--load rtpload` (default): bench/rtpload.py is both the caller and the PBX - SIP over
 UDP from one process (each party's media address learnt from the SDP it receives), RTP
@@ -78,8 +81,10 @@ from bench import rtpload as rl  # noqa: E402
 from tests.interop import peers  # noqa: E402
 from tests.interop.recorder_proc import RecorderProcess, policy_template_text  # noqa: E402
 
-SYSTEMS = ("direct", "rtpengine", "recorder", "recorder-workers")
-RECORDERS = ("recorder", "recorder-workers")
+SYSTEMS = ("direct", "rtpengine", "recorder", "recorder-workers", "baseline")
+RECORDERS = ("recorder", "recorder-workers", "baseline")
+# `baseline`'s checkout (--baseline): its code runs the recorder, with workers = 2.
+BASELINE_ROOT: Path | None = None
 LOADS = ("rtpload", "sipp")
 WORKERS_MEDIA_EXTRA = "workers = 2"  # recorder-workers: [media] workers (issue 18)
 RELAY_MEDIA_EXTRA = "workers = 0"  # recorder: the in-process relay, as before issue 18
@@ -344,7 +349,7 @@ class NotStarted(RuntimeError):
 
 @contextmanager
 def recorder_service(
-    work: Path, uas_port: int, media_extra: str = ""
+    work: Path, uas_port: int, media_extra: str = "", root: Path = ROOT
 ) -> Iterator[tuple[RecorderProcess, int | None, str | None]]:
     """`recorder serve` recording every call; (process, metrics port or None, note).
     `media_extra`: more [media] keys (recorder-workers: `workers = 2`); a recorder that
@@ -353,7 +358,7 @@ def recorder_service(
     extra = RECORD_ALL_POLICY + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
     note = None
     try:
-        cm = recorder_with_policy(work, uas_port, extra, media_extra)
+        cm = recorder_with_policy(work, uas_port, extra, media_extra, root)
         rec = cm.__enter__()
     except RuntimeError as exc:
         if media_extra and "exited early" in str(exc):
@@ -367,7 +372,7 @@ def recorder_service(
         # An older recorder without the [metrics] table: run without, no loop lag.
         note = f"no metrics endpoint ({str(exc).strip().splitlines()[-1][:200]})"
         metrics_port = None
-        cm = recorder_with_policy(work / "retry", uas_port, RECORD_ALL_POLICY, media_extra)
+        cm = recorder_with_policy(work / "retry", uas_port, RECORD_ALL_POLICY, media_extra, root)
         rec = cm.__enter__()
     try:
         yield rec, metrics_port, note
@@ -377,7 +382,7 @@ def recorder_service(
 
 @contextmanager
 def recorder_with_policy(
-    work: Path, uas_port: int, extra: str, media_extra: str = ""
+    work: Path, uas_port: int, extra: str, media_extra: str = "", root: Path = ROOT
 ) -> Iterator[RecorderProcess]:
     """bench_callpath.recorder with policy tables appended (the record-all policy) and
     `media_extra` keys in [media]."""
@@ -404,7 +409,7 @@ def recorder_with_policy(
     log_path = work / "recorder.log"
     cmd = [sys.executable, "-m", "recorder.cli", "serve", "--config", str(policy)]
     cmd += ["--log-format", "json", "--log-level", "info"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work, env=env
@@ -729,6 +734,26 @@ def recorder_and_recordings(
         out["recordings"] = rtpengine_recordings(rec_dir, successful, packets, reached)
 
 
+def _describe_checkout(root: Path) -> str:
+    """'abc1234 (subject)' of a checkout's HEAD, '+ changes' when its tree differs."""
+
+    def git(*a: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    head = git("log", "-1", "--format=%h (%s)")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return (head or str(root)) + (" + uncommitted changes" if dirty else "")
+
+
+def recorder_variant(system: str) -> tuple[str, Path]:
+    """A recorder system's extra [media] keys and the checkout whose code runs it."""
+    if system == "baseline":
+        assert BASELINE_ROOT is not None
+        return WORKERS_MEDIA_EXTRA, BASELINE_ROOT
+    return (WORKERS_MEDIA_EXTRA if system == "recorder-workers" else RELAY_MEDIA_EXTRA), ROOT
+
+
 def start_system(
     stack: ExitStack, system: str, work: Path, uas_port: int, notes: list[str]
 ) -> tuple[str, list[Tree], RecorderProcess | None, int | None, Path | None]:
@@ -739,8 +764,10 @@ def start_system(
     if system == "rtpengine":
         target, trees, rec_dir, _ = stack.enter_context(rtpengine_pair(work, uas_port))
         return target, trees, None, None, rec_dir
-    media_extra = WORKERS_MEDIA_EXTRA if system == "recorder-workers" else RELAY_MEDIA_EXTRA
-    rec, metrics_port, note = stack.enter_context(recorder_service(work, uas_port, media_extra))
+    media_extra, root = recorder_variant(system)
+    rec, metrics_port, note = stack.enter_context(
+        recorder_service(work, uas_port, media_extra, root)
+    )
     if note:
         notes.append(note)
     if metrics_port is None:
@@ -1003,9 +1030,9 @@ def run_one(system: str, n: int, args: argparse.Namespace, work: Path) -> dict[s
         elif system == "rtpengine":
             target, trees, rec_dir, _ = stack.enter_context(rtpengine_pair(work, uas_port))
         else:
-            media_extra = WORKERS_MEDIA_EXTRA if system == "recorder-workers" else RELAY_MEDIA_EXTRA
+            media_extra, root = recorder_variant(system)
             rec, metrics_port, note = stack.enter_context(
-                recorder_service(work, uas_port, media_extra)
+                recorder_service(work, uas_port, media_extra, root)
             )
             target = rec.external_target
             trees = [Tree("recorder", [rec.proc.pid])]
@@ -1309,7 +1336,13 @@ def markdown(runs: list[dict[str, Any]], env: dict[str, Any], params: dict[str, 
         f"{params['pcap_packets']} packets per party, ramp at {RAMP_CPS:g} calls/s to N "
         "concurrent; every call recorded (recorder: WAV; rtpengine: pcap). "
         + (f"Every process of the run at nice {params['nice']}. " if params.get("nice") else "")
-        + f"Command: `{params.get('command', '')}`",
+        + f"Command: `{params.get('command', '')}`"
+        + (f". Code: {params['tested']}" if params.get("tested") else "")
+        + (
+            f"; `baseline` = recorder-workers at {params['baseline']}"
+            if params.get("baseline")
+            else ""
+        ),
         "",
         "| N | system | load avg at start | host probe ms | calls ok / failed | retrans "
         "| RTP loss fwd / back % "
@@ -1424,7 +1457,13 @@ def plot(runs: list[dict[str, Any]], path: Path) -> str | None:
     except ImportError:
         return "matplotlib not installed: .venv/bin/pip install matplotlib"
     fig, (ax_cpu, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"recorder": "o-", "recorder-workers": "D-", "rtpengine": "s-", "direct": "^--"}
+    styles = {
+        "recorder": "o-",
+        "recorder-workers": "D-",
+        "baseline": "x:",
+        "rtpengine": "s-",
+        "direct": "^--",
+    }
     for system in SYSTEMS:
         rs = [r for r in runs if r["system"] == system]
         if not rs:
@@ -1471,7 +1510,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--levels", default="250,500,750,1000", help="concurrent calls, comma list")
     p.add_argument("--call-length", type=float, default=60.0, help="seconds per call")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help="subset of " + ",".join(SYSTEMS))
+    p.add_argument(
+        "--systems",
+        default=",".join(s for s in SYSTEMS if s != "baseline"),
+        help="subset of " + ",".join(SYSTEMS),
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout of this project (git worktree add DIR REV): adds the "
+        "`baseline` system, recorder-workers run from DIR's code",
+    )
     p.add_argument(
         "--load",
         choices=LOADS,
@@ -1536,6 +1585,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown:
         p.error(f"unknown systems: {sorted(unknown)}")
+    if args.baseline is not None:
+        global BASELINE_ROOT
+        BASELINE_ROOT = Path(args.baseline).resolve()
+        if not (BASELINE_ROOT / "recorder" / "cli.py").is_file():
+            p.error(f"--baseline {args.baseline}: not a checkout of this project")
+        if "baseline" not in args.systems:
+            args.systems.append("baseline")
+    elif "baseline" in args.systems:
+        p.error("the baseline system needs --baseline DIR")
     too_big = [n for n in args.levels if 4 * n > RELAY_MEDIA_LAST - RELAY_MEDIA_FIRST - 100]
     if too_big:
         p.error(f"levels {too_big}: the media range holds about 1200 calls")
@@ -1592,6 +1650,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(sys.argv),
         "label": args.label,
         "nice": args.nice,
+        "baseline": _describe_checkout(BASELINE_ROOT) if BASELINE_ROOT else None,
+        "tested": _describe_checkout(ROOT),
     }
     print(
         f"work dir {work}; {args.load}, {args.pcap_packets} packets per party per call; "

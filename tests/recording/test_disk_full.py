@@ -26,6 +26,7 @@ from recorder.recording.repair import parse_layout
 from recorder.recording.timeline import RECORD
 from recorder.recording.writer import (
     DISK_FULL,
+    WRITE_INTERVAL,
     RecordingFile,
     RecordingWriterClient,
     _Sink,
@@ -319,3 +320,34 @@ async def test_the_writer_process_and_client_on_a_disk_that_fills_and_empties(
     assert stats["files_truncated"] == 2 and stats["recordings_truncated"] == 2
     assert stats["disk_full_events"] == 2 and stats["files_interrupted"] == 0
     assert stats["recordings_complete"] == 1
+
+
+def test_a_call_is_written_once_a_write_interval_and_whole_at_its_close(
+    tmp_path: Path,
+) -> None:
+    """Batches come every 160 ms; the call's file grows at most once per WRITE_INTERVAL
+    (each write has a fixed cost, whatever it holds), and the file ends up exact."""
+    disk = PretendDisk(10**9)
+    sizes: list[int] = []
+
+    def counting(fd: int, data: memoryview) -> int:
+        written = disk(fd, data)
+        sizes.append(written)
+        return written
+
+    conn = FakeConn()
+    writer = _Writer(conn, finalizers=1, write=counting)  # type: ignore[arg-type]
+    base = time.monotonic() - 100
+    call = Call(40)
+    writer.open("c", str(tmp_path), "c", "pcm16", 0.1)
+    header_writes = len(sizes)
+    batch = 0.16
+    ticks = 40  # 6.4 s of audio, 8 packets per batch and party
+    for k in range(ticks):
+        packets = call.packets(8, base + k * batch)
+        writer.tick(base + (k + 1) * batch + 0.1, {"c": records(packets)})
+    audio_writes = len(sizes) - header_writes
+    assert 5 <= audio_writes <= ticks * batch / WRITE_INTERVAL + 1, sizes
+    writer.close("c", base + ticks * batch + 1)
+    files = finalized(writer, conn)
+    np.testing.assert_array_equal(sf.read(files["c"].path, dtype="int16")[0], call.expected())

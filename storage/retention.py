@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
+from time import sleep
 from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, or_, select, update
@@ -66,6 +67,9 @@ DEFAULT_RULES: Mapping[str, str] = {
     "summary_sheets": "P6",
 }
 _HASH_CHUNK = 1 << 20
+# Rows another run holds while this one finishes them: tried again this often (2 s in all).
+_FINISH_ATTEMPTS = 100
+_FINISH_RETRY_S = 0.02
 
 
 class PurgeError(Exception):
@@ -530,16 +534,35 @@ class Purger:
         # The unlink is durable before any row says `destroyed`.
         for directory in directories:
             _fsync_dir(directory)
-        for start in range(0, len(done), self.batch):
-            chunk = done[start : start + self.batch]
+        pending = done
+        for _ in range(_FINISH_ATTEMPTS):
+            pending = self._finish(pending, now, report, resumed=resumed)
+            if not pending:
+                return
+            sleep(_FINISH_RETRY_S)
+        # Still held by another run after that: left `destroying`; the next run's `_resume`
+        # finishes them (their files are already gone).
+
+    def _finish(
+        self, ids: Sequence[int], now: datetime, report: PurgeReport, *, resumed: bool
+    ) -> list[int]:
+        """Mark `destroying` rows `destroyed`; returns the ids another transaction held.
+
+        SKIP LOCKED: another run (a second node, or `recorder purge` beside the service) may
+        hold a row for a moment without finishing it (it read the row as due before this run
+        marked it, and lets go once it sees `destroying`): those are tried again, or no run
+        would ever finish them. Whoever gets a row second finds it done."""
+        skipped: list[int] = []
+        for start in range(0, len(ids), self.batch):
+            chunk = ids[start : start + self.batch]
             with write_session(self.catalog) as session:
-                # Locked: another run (a second node, or `recorder purge` beside the service)
-                # may be finishing the same rows; whoever gets a row second finds it done.
                 rows = session.scalars(
                     select(Recording)
                     .where(Recording.id.in_(chunk))
                     .with_for_update(skip_locked=True)
                 ).all()
+                got = {row.id for row in rows}
+                skipped.extend(i for i in chunk if i not in got)
                 for row in rows:
                     if row.state is not RecordingState.DESTROYING:
                         continue
@@ -560,6 +583,7 @@ class Purger:
                         report.resumed.append(row.id)
                     else:
                         report.destroyed.append(Destruction(row.id, reason))
+        return skipped
 
     # -- steps --
 

@@ -16,16 +16,18 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from recorder.cli.retention import add_retention_commands
 from storage.audit import AuditTrail, default_anchor_path
-from storage.repository import Catalog
+from storage.models import Recording, RecordingState
+from storage.repository import Catalog, read_session, write_session
 from storage.retention import Purger, PurgeReport
 from tests.retention.conftest import local, make_settings
 from tests.retention.test_cli import CONFIG
@@ -150,6 +152,60 @@ def test_racing_purges_on_two_nodes_take_every_item_exactly_once(
 
     again = race(pg_catalog_url, root, ["n1", "n2"])
     assert all(not r.destroyed and not r.resumed and not r.numbers_erased for r in again)
+
+
+def test_a_row_another_run_holds_for_a_moment_is_still_finished(
+    catalog: Catalog, pg_catalog_url: str, tmp_path: Path
+) -> None:
+    """The race CI met (2026-12-06): run A marks a row `destroying` and deletes its file;
+    run B, which read the row as due before that, locks it, sees `destroying` and lets go.
+    A's SKIP LOCKED must not skip it for good while B holds it, or no run finishes it."""
+    root = tmp_path / "recordings"
+    rows = sorted(recording(catalog, root, "n1", i)[0] for i in range(3))
+    locked, release = threading.Event(), threading.Event()
+
+    def run_b(ids: list[int]) -> None:
+        other = Catalog.open(pg_catalog_url, create=False)
+        try:
+            with write_session(other) as session:
+                session.scalars(
+                    select(Recording).where(Recording.id.in_(ids)).with_for_update()
+                ).all()
+                locked.set()
+                release.wait(10)
+        finally:
+            other.close()
+
+    threads: list[threading.Thread] = []
+
+    class RaceA(Purger):
+        def _finish(
+            self, ids: Sequence[int], now: datetime, report: PurgeReport, *, resumed: bool
+        ) -> list[int]:
+            if ids and not threads:  # the first time A finishes: B holds a row for 100 ms
+                threads.append(threading.Thread(target=run_b, args=([ids[0]],)))
+                threads[0].start()
+                assert locked.wait(10)
+                threads.append(threading.Timer(0.1, release.set))
+                threads[1].start()
+            return super()._finish(ids, now, report, resumed=resumed)
+
+    purger = RaceA(
+        catalog,
+        root,
+        make_settings(),
+        node="n1",
+        actor="service@n1",
+        anchor_path=default_anchor_path(root),
+        batch=4,
+    )
+    report = purger.run(NOW)
+    for thread in threads:
+        thread.join(10)
+    assert sorted(d.recording_id for d in report.destroyed) == rows
+    with read_session(catalog) as session:
+        states = set(session.scalars(select(Recording.state).where(Recording.id.in_(rows))))
+    assert states == {RecordingState.DESTROYED}
 
 
 def test_a_node_leaves_the_other_nodes_recordings_alone(

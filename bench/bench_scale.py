@@ -1588,7 +1588,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.baseline is not None:
         global BASELINE_ROOT
         BASELINE_ROOT = Path(args.baseline).resolve()
-        if not (BASELINE_ROOT / "recorder" / "cli.py").is_file():
+        if not (BASELINE_ROOT / "recorder" / "cli").is_dir():
             p.error(f"--baseline {args.baseline}: not a checkout of this project")
         if "baseline" not in args.systems:
             args.systems.append("baseline")

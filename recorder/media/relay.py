@@ -15,13 +15,7 @@ voice packet is worthless). Both the default loop and uvloop support this.
 Symmetric latching (comedia): the first valid packet a leg receives fixes the
 source it accepts from then on, and replies go to that source rather than to
 the SDP address, which is what gets media through NATs. A new SDP from the
-party (`set_remote`) re-opens latching. Once latched, the RTP socket is
-*connected* to that source: the kernel drops other senders before they cost a
-wakeup, and each packet is a `recv` and a `send` with no address to convert
-(measured: a fifth less CPU per relayed packet). Packets from elsewhere are
-then refused by the kernel (the host's `UdpNoPorts` counter), not counted in
-`dropped_wrong_source`, which keeps counting those the checked path sees: an
-unconnected socket's, and those queued when the latch was made.
+party (`set_remote`) re-opens latching.
 
 SRTP (`set_srtp`): a leg that is SRTP decrypts what it receives before anything else
 looks at it (so a packet that fails authentication is dropped and counted, and never
@@ -32,9 +26,7 @@ attribute test per packet for it.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import ipaddress
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -65,14 +57,6 @@ _monotonic = time.monotonic
 
 _HOLD_HOSTS = frozenset({"0.0.0.0", "::"})
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _SockaddrUnspec(ctypes.Structure):
-    """connect() to AF_UNSPEC dissolves a UDP socket's association (Python has no call for it)."""
-
-    _fields_ = [("family", ctypes.c_ushort), ("data", ctypes.c_ubyte * 26)]
-
 
 def check_remote(address: Address, family: socket.AddressFamily, what: str) -> None:
     host, port = address
@@ -98,7 +82,6 @@ class MediaLeg:
     """
 
     _peer: MediaLeg
-    _loop: asyncio.AbstractEventLoop
 
     def __init__(
         self,
@@ -130,8 +113,6 @@ class MediaLeg:
         # SRTP with this leg's party: None = plain RTP.
         self._srtp_in: SrtpTransform | None = None
         self._srtp_out: SrtpTransform | None = None
-        # Connected to the latched RTP source (`_connect_rtp`): send() instead of sendto().
-        self._rtp_connected = False
 
     @property
     def local_address(self) -> str:
@@ -171,7 +152,6 @@ class MediaLeg:
                 rtcp = (rtp[0], rtp[1] + 1) if rtp[1] < 65535 else None
             if rtcp is not None:
                 check_remote(rtcp, self._family, "RTCP remote")
-        self._disconnect_rtp()
         self.remote_rtp = rtp
         self.remote_rtcp = rtcp
         self.latched_rtp = None
@@ -246,19 +226,7 @@ class MediaLeg:
 
     # --- hot path: one call per received datagram -------------------------
 
-    def _on_rtp_readable_connected(self) -> None:
-        # The socket is connected to the latched source: the kernel drops other senders.
-        try:
-            data = self._rtp_socket.recv(_RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.stats.socket_errors += 1
-            return
-        self._accept_rtp(data)
-
     def _on_rtp_readable(self) -> None:
-        # Before the latch (or on a socket that could not be connected): any source.
         try:
             data, source = self._rtp_socket.recvfrom(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -266,32 +234,24 @@ class MediaLeg:
         except OSError:
             self.stats.socket_errors += 1
             return
-        latched = self.latched_rtp
-        if latched is not None:
-            if source != latched:
-                self.stats.dropped_wrong_source += 1
-                return
-            self._accept_rtp(data)
-            return
-        if self._accept_rtp(data):
-            self.latched_rtp = source
-            self._rtp_destination = source
-            self._connect_rtp(source)
-
-    def _accept_rtp(self, data: bytes) -> bool:
-        """Decrypt, count, tap and forward one datagram from the party; False if it is not
-        (authentic) RTP."""
         stats = self.stats
+        latched = self.latched_rtp
+        if source != latched and latched is not None:
+            stats.dropped_wrong_source += 1
+            return
         srtp_in = self._srtp_in
         if srtp_in is not None:
             try:
                 data = srtp_in.unprotect(data)
             except SrtpError:
                 stats.dropped_srtp_auth += 1
-                return False
+                return
         arrival = _monotonic()
         if not stats.on_rtp(data, arrival):
-            return False
+            return
+        if latched is None:
+            self.latched_rtp = source
+            self._rtp_destination = source
         tap = self.on_packet
         if tap is not None:
             # Inline rather than a helper: a Python call per packet costs more than the tap.
@@ -301,69 +261,25 @@ class MediaLeg:
                 self._tap_failed()
         if not self.forward_enabled:
             stats.dropped_not_forwarded += 1
-            return True
+            return
         forward_filter = self.forward_filter
         if forward_filter is not None and not forward_filter(data, arrival):
             stats.dropped_filtered += 1
-            return True
+            return
         peer = self._peer
         destination = peer._rtp_destination
         if destination is None:
             stats.dropped_not_forwarded += 1
-            return True
+            return
         try:
             srtp_out = peer._srtp_out
             if srtp_out is not None:
                 data = srtp_out.protect(data)
-            if peer._rtp_connected:
-                peer._rtp_socket.send(data)
-            else:
-                peer._rtp_socket.sendto(data, destination)
+            peer._rtp_socket.sendto(data, destination)
         except (OSError, SrtpError):
             stats.dropped_send += 1
-            return True
-        stats.rtp_forwarded += 1
-        return True
-
-    def _connect_rtp(self, source: SocketAddress) -> None:
-        """Connect the RTP socket to the latched source: the kernel then filters senders and
-        keeps the route, and no address is converted per packet (about a fifth of a media
-        worker's CPU, see README "Media workers")."""
-        sock = self._rtp_socket
-        try:
-            sock.connect(source)
-        except OSError as exc:
-            _log.warning("media.connect_failed", side=self.side, error=exc.strerror)
-            return  # the source stays checked here, per packet
-        # What was queued before the connect may come from anywhere: checked one last time.
-        while not self.closed:
-            try:
-                data, sender = sock.recvfrom(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.stats.socket_errors += 1
-                break
-            if sender != source:
-                self.stats.dropped_wrong_source += 1
-                continue
-            self._accept_rtp(data)
-        self._rtp_connected = True
-        self._loop.add_reader(sock.fileno(), self._on_rtp_readable_connected)
-
-    def _disconnect_rtp(self) -> None:
-        """Back to any source (a new SDP re-opens latching)."""
-        if not self._rtp_connected:
             return
-        self._rtp_connected = False
-        sock = self._rtp_socket
-        unspec = _SockaddrUnspec(socket.AF_UNSPEC)
-        if _libc.connect(sock.fileno(), ctypes.byref(unspec), ctypes.sizeof(unspec)) != 0:
-            # Never seen; a connected socket would keep refusing the party's new address.
-            errno = ctypes.get_errno()
-            _log.warning("media.disconnect_failed", side=self.side, error=os.strerror(errno))
-        if not self.closed:
-            self._loop.add_reader(sock.fileno(), self._on_rtp_readable)
+        stats.rtp_forwarded += 1
 
     def _on_rtcp_readable(self) -> None:
         try:
@@ -419,7 +335,6 @@ class MediaLeg:
 
     def _start(self, loop: asyncio.AbstractEventLoop, peer: MediaLeg) -> None:
         self._peer = peer
-        self._loop = loop
         loop.add_reader(self._rtp_socket.fileno(), self._on_rtp_readable)
         loop.add_reader(self._rtcp_socket.fileno(), self._on_rtcp_readable)
 

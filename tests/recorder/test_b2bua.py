@@ -212,6 +212,18 @@ def connect(h: Harness) -> tuple[str, Response]:
     return a_key, final
 
 
+def pbx_bye(b_invite: Request) -> bytes:
+    """The PBX's BYE on the dialog of the B leg's INVITE (its To tag "pbxtag")."""
+    return (
+        "BYE sip:recorder@127.0.0.1:5062 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpbxbye\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:5551234@127.0.0.1>;tag=pbxtag\r\n"
+        f"To: {b_invite.headers.get('From')}\r\n"
+        f"Call-ID: {b_invite.call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
 def test_invite_from_unknown_source_gets_403_and_allocates_nothing() -> None:
     h = Harness()
     key = h.receive(h.external, invite(), source=("198.51.100.7", 5060))
@@ -273,15 +285,7 @@ def test_bye_from_the_pbx_ends_the_caller_leg() -> None:
     h = Harness()
     _a_key, final = connect(h)
     _, b = h.b_invite()
-    bye = (
-        "BYE sip:recorder@127.0.0.1:5062 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpbxbye\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:5551234@127.0.0.1>;tag=pbxtag\r\n"
-        f"To: {b.headers.get('From')}\r\n"
-        f"Call-ID: {b.call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    key = h.receive(h.internal, bye, source=PBX)
+    key = h.receive(h.internal, pbx_bye(b), source=PBX)
     assert key is not None
     assert h.int_port.statuses(key) == [200]
     bye_a = h.ext_port.requests[-1]
@@ -317,15 +321,7 @@ def test_pbx_bye_on_the_early_dialog_is_refused_and_the_call_rings_on() -> None:
     assert a_key is not None
     h.answer_b(183, sdp=sdp("127.0.0.1", 16000))
     b_key, b = h.b_invite()
-    bye = (
-        "BYE sip:recorder@127.0.0.1:5062 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpbxbye\r\n"
-        "Max-Forwards: 70\r\n"
-        "From: <sip:5551234@127.0.0.1>;tag=pbxtag\r\n"
-        f"To: {b.headers.get('From')}\r\n"
-        f"Call-ID: {b.call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    key = h.receive(h.internal, bye, source=PBX)
+    key = h.receive(h.internal, pbx_bye(b), source=PBX)
     assert key is not None
     assert h.int_port.statuses(key) == [481]
     assert h.ext_port.statuses(a_key)[-1] == 183

@@ -85,10 +85,11 @@ FORMATS: Final[dict[str, str]] = {"pcm16": "PCM_16", "ulaw": "ULAW", "alaw": "AL
 _FRAME_HEADER: Final = struct.Struct("!i")
 _READ_SIZE: Final = 1 << 16
 DISK_FULL: Final = "disk full"
-# A call's placed audio goes to its file at most this often. Each write costs a fixed
-# ~80 us (numpy placement, libsndfile, the syscall) whatever it holds: written every
-# batch (150 ms) that was a quarter of the writer's CPU (bench/bench_writer.py). A crash
-# of the writer loses what it held: at most this much more than the batch in flight.
+# A call's placed audio goes to its file at most this often. Each write has a fixed cost
+# (numpy placement, libsndfile, the syscall) whatever it holds: written every batch
+# (150 ms), that was half of the writer's CPU (bench/bench_writer.py, 250 calls: 0.28 ->
+# 0.14 core). A writer killed outright loses what it held: up to this much more audio.
+# The first write comes once the timeline has audio; a full disk is met at a write.
 WRITE_INTERVAL: Final = 1.0
 # Errors that mean "no room", as opposed to a broken disk: the file is truncated, not failed.
 _NO_ROOM: Final = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: "disk quota exceeded"}
